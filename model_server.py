@@ -1,0 +1,8 @@
+"""Run the model server: ``python model_server.py --help`` lists the settings."""
+
+import sys
+
+from onemodel.server import main
+
+if __name__ == "__main__":
+    sys.exit(main())

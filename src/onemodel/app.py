@@ -1,0 +1,89 @@
+"""The Flask application factory and its JSON error handling."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask, current_app, jsonify
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from onemodel.errors import ConfigError, OneModelError
+from onemodel.manager import ModelClient
+from onemodel.predictions import Predictor
+from onemodel.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What the routes need: the settings and the model server handle."""
+
+    settings: Settings
+    predictor: Predictor
+
+
+def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> Flask:
+    """Build the web app. Nothing connects here: a ModelClient connects on first use."""
+    settings = settings or Settings.from_env()
+    if predictor is None:
+        predictor = _default_predictor(settings)
+    app = Flask(__name__)
+    app.config.update(
+        # Werkzeug answers 413 from Content-Length before reading the body.
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        MAX_FORM_MEMORY_SIZE=64 * 1024,
+        MAX_FORM_PARTS=settings.max_form_parts,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["onemodel"] = Runtime(settings=settings, predictor=predictor)
+    from onemodel.routes import blueprint  # noqa: PLC0415  (routes need the runtime type)
+
+    app.register_blueprint(blueprint)
+    app.register_error_handler(OneModelError, _answer_error)
+    app.register_error_handler(HTTPException, _answer_http_exception)
+    app.register_error_handler(Exception, _answer_unexpected)
+    return app
+
+
+def runtime() -> Runtime:
+    """Return the runtime of the current app."""
+    return current_app.extensions["onemodel"]  # type: ignore[no-any-return]
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """Return the one JSON error shape."""
+    return {"error": {"code": code, "message": message}}
+
+
+def _default_predictor(settings: Settings) -> ModelClient:
+    address = settings.model_server_address
+    if address is None:
+        raise ConfigError(
+            "MODEL_SERVER_ADDRESS is not set: run under gunicorn -c gunicorn.conf.py (which "
+            "starts a private model server) or point it at a running model_server.py"
+        )
+    return ModelClient(address, settings.require_authkey())
+
+
+def _answer_error(error: OneModelError) -> ResponseReturnValue:
+    if error.status >= 500:
+        logger.warning("%s: %s", error.code, error.message)
+    return jsonify(error_body(error.code, error.message)), error.status, error.headers()
+
+
+def _answer_http_exception(error: HTTPException) -> ResponseReturnValue:
+    status = error.code or 500
+    code = {413: "payload_too_large"}.get(status, (error.name or "error").lower().replace(" ", "_"))
+    message = error.description or error.name or "error"
+    headers = {"Allow": error.response.headers["Allow"]} if error.response is not None and "Allow" in error.response.headers else {}
+    if status == 405 and hasattr(error, "valid_methods") and error.valid_methods:
+        headers["Allow"] = ", ".join(error.valid_methods)
+    return jsonify(error_body(code, message)), status, headers
+
+
+def _answer_unexpected(error: Exception) -> ResponseReturnValue:
+    logger.exception("unexpected error while handling a request")
+    return jsonify(error_body("internal_error", "internal server error")), 500

@@ -1,0 +1,148 @@
+"""Load the Keras classifier. The only module that imports TensorFlow/Keras (model server only)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onemodel.errors import ConfigError, ModelLoadError
+from onemodel.preprocessing import preprocess
+from onemodel.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+@dataclass
+class Classifier:
+    """A loaded Keras image classifier and what callers need to know about it."""
+
+    name: str
+    keras_model: Any
+    input_size: tuple[int, int]
+    num_classes: int
+    preprocess_mode: str
+    precision: str
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Return float32 class scores (N, classes) for RGB uint8 images (N, H, W, 3)."""
+        batch = preprocess(images, self.preprocess_mode)
+        outputs = self.keras_model.predict_on_batch(batch)
+        return np.asarray(outputs, dtype=np.float32)
+
+
+def load_classifier(settings: Settings) -> Classifier:
+    """Build or load the model the settings name; raise ModelLoadError/ConfigError clearly."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras  # noqa: PLC0415  (deferred: importing TensorFlow costs ~0.6 GB)
+
+    _apply_precision(keras, settings.precision)
+    if settings.model_path == "vgg16":
+        model = _build_vgg16(keras, settings.weights)
+        name = "vgg16"
+    else:
+        model = _load_model_file(keras, settings.model_path, settings.precision)
+        name = Path(settings.model_path).stem
+    input_size, num_classes = _describe(model)
+    return Classifier(
+        name=name,
+        keras_model=model,
+        input_size=input_size,
+        num_classes=num_classes,
+        preprocess_mode=settings.preprocess_mode,
+        precision=settings.precision,
+    )
+
+
+def _apply_precision(keras: Any, precision: str) -> None:
+    policy = "mixed_bfloat16" if precision == "bfloat16" else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def _build_vgg16(keras: Any, weights: str) -> Any:
+    if weights == "random":
+        logger.warning(
+            "MODEL_WEIGHTS=random: VGG16 is randomly initialised and its predictions are "
+            "MEANINGLESS. Use it only for demos, tests and benchmarks."
+        )
+        return keras.applications.VGG16(weights=None)
+    if weights == "imagenet":
+        logger.info(
+            "loading VGG16 ImageNet weights (downloaded once, 528 MB, into ~/.keras/models)"
+        )
+        try:
+            return keras.applications.VGG16(weights="imagenet")
+        except Exception as error:  # Keras raises plain Exception for a failed download
+            raise ModelLoadError(
+                "could not download the VGG16 ImageNet weights "
+                f"({type(error).__name__}: {error}). Without network access use "
+                "MODEL_WEIGHTS=random (meaningless predictions, for demos and tests), "
+                "MODEL_WEIGHTS=/path/to/vgg16_weights_tf_dim_ordering_tf_kernels.h5 (a "
+                "downloaded copy), or MODEL_PATH=/path/to/model.keras (your own model)."
+            ) from None
+    if not Path(weights).is_file():
+        raise ConfigError(
+            f"MODEL_WEIGHTS={weights!r} is not 'imagenet', 'random' or an existing weights file"
+        )
+    try:
+        return keras.applications.VGG16(weights=weights)
+    except (ValueError, OSError) as error:
+        raise ModelLoadError(f"MODEL_WEIGHTS={weights!r} does not fit VGG16: {error}") from None
+
+
+def _load_model_file(keras: Any, path: str, precision: str) -> Any:
+    if not path.endswith(_MODEL_FILE_SUFFIXES):
+        raise ConfigError(
+            f"MODEL_PATH={path!r} is neither 'vgg16' nor a .keras or .h5 model file"
+        )
+    if not Path(path).is_file():
+        raise ConfigError(f"MODEL_PATH={path!r}: no such file")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a bad file
+        raise ModelLoadError(
+            f"MODEL_PATH={path!r} could not be loaded as a Keras model: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    if precision == "bfloat16":
+        model = _rebuild_with_policy(keras, model, "mixed_bfloat16")
+    return model
+
+
+def _rebuild_with_policy(keras: Any, model: Any, policy: str) -> Any:
+    """Rebuild a saved model under a dtype policy (it keeps its saved float32 policy otherwise).
+
+    The last layer stays float32 so the softmax and the outputs are computed in full precision.
+    """
+    last_layer = model.layers[-1].name
+
+    def clone_layer(layer: Any) -> Any:
+        config = layer.get_config()
+        if "dtype" in config and layer.name != last_layer:
+            config["dtype"] = policy
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _describe(model: Any) -> tuple[tuple[int, int], int]:
+    input_shape = tuple(model.input_shape)
+    if len(input_shape) != 4 or input_shape[3] != 3 or None in input_shape[1:3]:
+        raise ConfigError(
+            f"the model's input shape is {input_shape}; an image classifier with a fixed "
+            "(batch, height, width, 3) input is needed"
+        )
+    output_shape = tuple(model.output_shape)
+    if len(output_shape) != 2 or output_shape[1] is None:
+        raise ConfigError(
+            f"the model's output shape is {output_shape}; (batch, classes) is needed"
+        )
+    return (int(input_shape[1]), int(input_shape[2])), int(output_shape[1])

@@ -1,0 +1,59 @@
+"""HTTP routes: read the request, call the use case, answer JSON. Nothing more."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from onemodel.app import runtime
+from onemodel.errors import ModelUnavailableError
+from onemodel.predictions import predict_upload
+from onemodel.uploads import read_upload
+
+blueprint = Blueprint("onemodel", __name__)
+
+
+def _predict_request() -> dict[str, object]:
+    current = runtime()
+    settings = current.settings
+    return predict_upload(
+        current.predictor,
+        read_upload(request),
+        request.args.get("top_k"),
+        settings.default_top_k,
+        settings.max_image_pixels,
+        settings.request_timeout_s,
+    )
+
+
+@blueprint.post("/predict")
+def predict() -> ResponseReturnValue:
+    """Classify an uploaded image; answer the top-k classes as JSON."""
+    return jsonify(_predict_request())
+
+
+@blueprint.post("/hello")
+def hello() -> ResponseReturnValue:
+    """The tutorial's endpoint: answer the top-1 label as plain text."""
+    body = _predict_request()
+    label = body["predictions"][0]["label"]  # type: ignore[index]
+    return f"{label}\n", 200, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+@blueprint.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """Liveness: this worker answers."""
+    return jsonify(status="ok")
+
+
+@blueprint.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    """Readiness: 200 with model details when the model server is reachable and ready."""
+    try:
+        info = runtime().predictor.info()
+    except ModelUnavailableError as error:
+        return jsonify(ready=False, reason=error.message), 503, {"Retry-After": "1"}
+    if not info.get("ready"):
+        reason = info.get("reason") or "the model server is not ready"
+        return jsonify(ready=False, reason=reason), 503, {"Retry-After": "1"}
+    return jsonify(info)

@@ -1,0 +1,223 @@
+"""The one settings object, parsed once from the environment (and model-server CLI flags)."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onemodel.errors import ConfigError
+
+PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
+PRECISIONS = ("float32", "bfloat16")
+MIN_TCP_AUTHKEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Address:
+    """A model-server address: a ``host:port`` TCP pair or a Unix socket path."""
+
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+
+    @property
+    def is_tcp(self) -> bool:
+        return self.path is None
+
+    @property
+    def is_loopback(self) -> bool:
+        if not self.is_tcp:
+            return True
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(str(self.host)).is_loopback
+        except ValueError:
+            return False
+
+    def for_multiprocessing(self) -> tuple[str, int] | str:
+        """Return the address in the form ``multiprocessing.connection`` expects."""
+        if self.path is not None:
+            return self.path
+        return (str(self.host), int(self.port or 0))
+
+    def __str__(self) -> str:
+        return self.path if self.path is not None else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str, name: str = "MODEL_SERVER_ADDRESS") -> Address:
+    """Parse ``host:port`` (TCP) or a filesystem path (Unix socket)."""
+    text = text.strip()
+    if not text:
+        raise ConfigError(f"{name} is empty")
+    if "/" in text or text.startswith("unix:"):
+        path = text.removeprefix("unix:")
+        return Address(path=path)
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(
+            f"{name}={text!r} is neither host:port (e.g. 127.0.0.1:7000) "
+            "nor a Unix socket path (e.g. /run/onemodel/model.sock)"
+        )
+    return Address(host=host, port=int(port_text))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the service. Units are in the names."""
+
+    # Where the model server listens (server) or is reached (web workers). None in the web
+    # tier means: the Gunicorn master starts a private model server on a Unix socket.
+    model_server_address: Address | None = None
+    # Shared secret of the manager protocol. Never logged, never in argv.
+    authkey: bytes | None = field(default=None, repr=False)
+    # Model server: which model, weights, labels and preprocessing.
+    model_path: str = "vgg16"
+    weights: str = "imagenet"
+    labels_path: str | None = None
+    preprocess: str | None = None  # None: "caffe" for vgg16, "none" for model files
+    precision: str = "float32"
+    # Batching (model server).
+    max_batch_size: int = 16
+    max_batch_delay_ms: float = 10.0
+    max_queue: int = 64
+    # Web tier.
+    request_timeout_s: float = 30.0
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
+    max_form_parts: int = 16
+    default_top_k: int = 5
+    model_server_start_timeout_s: float = 600.0
+
+    @property
+    def preprocess_mode(self) -> str:
+        """Return the preprocessing mode, resolving the model-dependent default."""
+        if self.preprocess is not None:
+            return self.preprocess
+        return "caffe" if self.model_path == "vgg16" else "none"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables; a bad value raises ConfigError."""
+        env = os.environ if environ is None else environ
+        parser = _EnvParser(env)
+        address_text = env.get("MODEL_SERVER_ADDRESS", "").strip()
+        settings = cls(
+            model_server_address=parse_address(address_text) if address_text else None,
+            authkey=read_authkey(env),
+            model_path=env.get("MODEL_PATH", "vgg16").strip() or "vgg16",
+            weights=env.get("MODEL_WEIGHTS", "imagenet").strip() or "imagenet",
+            labels_path=env.get("MODEL_LABELS", "").strip() or None,
+            preprocess=env.get("MODEL_PREPROCESS", "").strip().lower() or None,
+            precision=env.get("MODEL_PRECISION", "float32").strip().lower() or "float32",
+            max_batch_size=parser.integer("MAX_BATCH_SIZE", cls.max_batch_size, minimum=1),
+            max_batch_delay_ms=parser.number(
+                "MAX_BATCH_DELAY_MS", cls.max_batch_delay_ms, minimum=0.0
+            ),
+            max_queue=parser.integer("MAX_QUEUE", cls.max_queue, minimum=1),
+            request_timeout_s=parser.number(
+                "REQUEST_TIMEOUT_S", cls.request_timeout_s, minimum=0.001
+            ),
+            max_upload_bytes=parser.integer("MAX_UPLOAD_BYTES", cls.max_upload_bytes, minimum=1),
+            max_image_pixels=parser.integer("MAX_IMAGE_PIXELS", cls.max_image_pixels, minimum=1),
+            max_form_parts=parser.integer("MAX_FORM_PARTS", cls.max_form_parts, minimum=1),
+            default_top_k=parser.integer("DEFAULT_TOP_K", cls.default_top_k, minimum=1),
+            model_server_start_timeout_s=parser.number(
+                "MODEL_SERVER_START_TIMEOUT_S", cls.model_server_start_timeout_s, minimum=1.0
+            ),
+        )
+        return settings.validated()
+
+    def replace(self, **changes: object) -> Settings:
+        """Return a copy with some settings changed, validated."""
+        return dataclasses.replace(self, **changes).validated()  # type: ignore[arg-type]
+
+    def validated(self) -> Settings:
+        """Check values that depend on each other; return self or raise ConfigError."""
+        if self.preprocess is not None and self.preprocess not in PREPROCESS_MODES:
+            raise ConfigError(
+                f"MODEL_PREPROCESS={self.preprocess!r} is not one of {', '.join(PREPROCESS_MODES)}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"MODEL_PRECISION={self.precision!r} is not one of {', '.join(PRECISIONS)}"
+            )
+        if self.labels_path is not None and not Path(self.labels_path).is_file():
+            raise ConfigError(f"MODEL_LABELS={self.labels_path!r}: no such file")
+        return self
+
+    def require_authkey(self) -> bytes:
+        """Return the authkey, or raise ConfigError saying how to provide one."""
+        address = self.model_server_address
+        if not self.authkey:
+            raise ConfigError(
+                "no authkey: set MODEL_SERVER_AUTHKEY or MODEL_SERVER_AUTHKEY_FILE "
+                "(generate one with: python -c \"import secrets; print(secrets.token_hex(32))\")"
+            )
+        if address is not None and address.is_tcp and len(self.authkey) < MIN_TCP_AUTHKEY_BYTES:
+            raise ConfigError(
+                f"the authkey is {len(self.authkey)} bytes; a TCP model server needs at least "
+                f"{MIN_TCP_AUTHKEY_BYTES} (generate one with: "
+                "python -c \"import secrets; print(secrets.token_hex(32))\")"
+            )
+        return self.authkey
+
+
+def read_authkey(env: Mapping[str, str]) -> bytes | None:
+    """Read the authkey from MODEL_SERVER_AUTHKEY or the file MODEL_SERVER_AUTHKEY_FILE."""
+    inline = env.get("MODEL_SERVER_AUTHKEY", "")
+    path = env.get("MODEL_SERVER_AUTHKEY_FILE", "").strip()
+    if inline and path:
+        raise ConfigError("set only one of MODEL_SERVER_AUTHKEY and MODEL_SERVER_AUTHKEY_FILE")
+    if path:
+        return read_authkey_file(path)
+    return inline.strip().encode() or None
+
+
+def read_authkey_file(path: str) -> bytes:
+    """Read an authkey file (surrounding whitespace is ignored)."""
+    try:
+        key = Path(path).read_bytes().strip()
+    except OSError as error:
+        raise ConfigError(
+            f"MODEL_SERVER_AUTHKEY_FILE={path!r} cannot be read: {error.strerror}"
+        ) from None
+    if not key:
+        raise ConfigError(f"MODEL_SERVER_AUTHKEY_FILE={path!r} is empty")
+    return key
+
+
+class _EnvParser:
+    """Parse typed values from an environment mapping with errors naming the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def integer(self, name: str, default: int, minimum: int) -> int:
+        text = self._env.get(name, "").strip()
+        if not text:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{name}={text!r} is not an integer") from None
+        if value < minimum:
+            raise ConfigError(f"{name}={text!r} must be at least {minimum}")
+        return value
+
+    def number(self, name: str, default: float, minimum: float) -> float:
+        text = self._env.get(name, "").strip()
+        if not text:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"{name}={text!r} is not a number") from None
+        if not value >= minimum or value == float("inf"):
+            raise ConfigError(f"{name}={text!r} must be a finite number >= {minimum}")
+        return value
