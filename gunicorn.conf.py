@@ -44,6 +44,11 @@ preload_app = False
 # Access log to stderr ("-"); None disables it. Error log to stderr.
 accesslog = os.environ.get("ACCESS_LOG", "-") or None
 errorlog = "-"
+# One line per request: client, time, request line, status, bytes, seconds taken, the
+# worker's pid and the request id (also returned as the X-Request-ID header).
+access_log_format = (
+    '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(L)ss pid=%(p)s request_id=%({x-request-id}o)s'
+)
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 # Request line and header limits (Gunicorn defaults), stated for the record.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from dataclasses import dataclass
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -34,7 +36,6 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     app.config.update(
         # Werkzeug answers 413 from Content-Length before reading the body.
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
-        MAX_FORM_MEMORY_SIZE=64 * 1024,
         MAX_FORM_PARTS=settings.max_form_parts,
         JSON_SORT_KEYS=False,
     )
@@ -42,6 +43,11 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     from onemodel.routes import blueprint  # noqa: PLC0415  (routes need the runtime type)
 
     app.register_blueprint(blueprint)
+    from onemodel.page import blueprint as page_blueprint  # noqa: PLC0415
+
+    app.register_blueprint(page_blueprint)
+    app.before_request(_assign_request_id)
+    app.after_request(_return_request_id)
     app.register_error_handler(OneModelError, _answer_error)
     app.register_error_handler(HTTPException, _answer_http_exception)
     app.register_error_handler(Exception, _answer_unexpected)
@@ -56,6 +62,21 @@ def runtime() -> Runtime:
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     """Return the one JSON error shape."""
     return {"error": {"code": code, "message": message}}
+
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _assign_request_id() -> None:
+    # Keep a caller's id (e.g. from a load balancer) if it is sane, else make one.
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
+def _return_request_id(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id") or uuid.uuid4().hex
+    return response
 
 
 def _default_predictor(settings: Settings) -> ModelClient:
@@ -78,9 +99,7 @@ def _answer_http_exception(error: HTTPException) -> ResponseReturnValue:
     status = error.code or 500
     code = {413: "payload_too_large"}.get(status, (error.name or "error").lower().replace(" ", "_"))
     message = error.description or error.name or "error"
-    headers = {"Allow": error.response.headers["Allow"]} if error.response is not None and "Allow" in error.response.headers else {}
-    if status == 405 and hasattr(error, "valid_methods") and error.valid_methods:
-        headers["Allow"] = ", ".join(error.valid_methods)
+    headers = [(name, value) for name, value in error.get_headers() if name == "Allow"]
     return jsonify(error_body(code, message)), status, headers
 
 

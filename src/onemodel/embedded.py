@@ -65,7 +65,12 @@ class EmbeddedModelServer:
         environ.update(self.worker_environ())
         with self._lock:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "onemodel.server"], env=environ, stdin=subprocess.DEVNULL
+                [sys.executable, "-m", "onemodel.server"],
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                # Its own session: a Ctrl-C aimed at Gunicorn must not stop the model before
+                # the workers have finished their requests; the master stops it last.
+                start_new_session=True,
             )
         logger.info("started the model server (pid %d) on %s", self._process.pid, self.address)
 

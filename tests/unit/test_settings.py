@@ -1,0 +1,109 @@
+"""Settings: parsing from the environment, loud errors, authkey rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from onemodel.errors import ConfigError
+from onemodel.settings import Settings, parse_address
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.model_path == "vgg16"
+    assert settings.weights == "imagenet"
+    assert settings.preprocess_mode == "caffe"
+    assert settings.model_server_address is None
+    assert settings.max_upload_bytes == 10 * 1024 * 1024
+
+
+def test_model_file_defaults_to_no_preprocessing() -> None:
+    assert Settings.from_env({"MODEL_PATH": "/m/model.keras"}).preprocess_mode == "none"
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "path"),
+    [
+        ("127.0.0.1:7000", "127.0.0.1", 7000, None),
+        ("model-server:7000", "model-server", 7000, None),
+        ("[::1]:7000", "::1", 7000, None),
+        ("/run/onemodel/model.sock", None, None, "/run/onemodel/model.sock"),
+        ("unix:relative.sock", None, None, "relative.sock"),
+    ],
+)
+def test_parse_address(text: str, host: str | None, port: int | None, path: str | None) -> None:
+    address = parse_address(text)
+    assert (address.host, address.port, address.path) == (host, port, path)
+
+
+@pytest.mark.parametrize("text", ["localhost", "host:", "host:notaport", "host:70000", ":7000"])
+def test_bad_address_names_the_variable(text: str) -> None:
+    with pytest.raises(ConfigError, match="MODEL_SERVER_ADDRESS"):
+        parse_address(text)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_BATCH_SIZE", "zero"),
+        ("MAX_BATCH_SIZE", "0"),
+        ("MAX_BATCH_DELAY_MS", "-1"),
+        ("REQUEST_TIMEOUT_S", "nan"),
+        ("MAX_UPLOAD_BYTES", "1.5"),
+        ("MODEL_PREPROCESS", "imagenet"),
+        ("MODEL_PRECISION", "float16"),
+        ("MODEL_LABELS", "/no/such/labels.txt"),
+    ],
+)
+def test_bad_values_fail_loudly_naming_variable_and_value(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({name: value})
+    assert name in raised.value.message
+    assert value in raised.value.message
+
+
+def test_authkey_from_file_is_stripped(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("a" * 40 + "\n")
+    settings = Settings.from_env({"MODEL_SERVER_AUTHKEY_FILE": str(key_file)})
+    assert settings.authkey == b"a" * 40
+
+
+def test_authkey_never_in_repr() -> None:
+    settings = Settings.from_env({"MODEL_SERVER_AUTHKEY": "s3cr3t-value-that-must-not-leak"})
+    assert "s3cr3t" not in repr(settings)
+
+
+def test_both_authkey_sources_is_an_error(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("x" * 40)
+    with pytest.raises(ConfigError, match="only one"):
+        Settings.from_env({"MODEL_SERVER_AUTHKEY": "y" * 40, "MODEL_SERVER_AUTHKEY_FILE": str(key_file)})
+
+
+def test_missing_or_empty_authkey_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        Settings.from_env({"MODEL_SERVER_AUTHKEY_FILE": str(tmp_path / "missing")})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        Settings.from_env({"MODEL_SERVER_AUTHKEY_FILE": str(tmp_path / "empty")})
+
+
+def test_tcp_needs_a_long_authkey() -> None:
+    short = Settings.from_env({"MODEL_SERVER_ADDRESS": "127.0.0.1:7000", "MODEL_SERVER_AUTHKEY": "short"})
+    with pytest.raises(ConfigError, match="at least 32"):
+        short.require_authkey()
+    missing = Settings.from_env({"MODEL_SERVER_ADDRESS": "127.0.0.1:7000"})
+    with pytest.raises(ConfigError, match="no authkey"):
+        missing.require_authkey()
+    good = Settings.from_env({"MODEL_SERVER_ADDRESS": "127.0.0.1:7000", "MODEL_SERVER_AUTHKEY": "k" * 32})
+    assert good.require_authkey() == b"k" * 32
+
+
+def test_loopback_detection() -> None:
+    assert parse_address("127.0.0.1:1").is_loopback
+    assert parse_address("localhost:1").is_loopback
+    assert not parse_address("0.0.0.0:1").is_loopback
+    assert not parse_address("10.1.2.3:1").is_loopback
