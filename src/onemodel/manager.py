@@ -14,8 +14,9 @@ import stat
 import struct
 import threading
 import time
-from dataclasses import dataclass
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from multiprocessing import connection, managers
 from typing import Any
 
@@ -123,7 +124,10 @@ class ModelService:
         self._state = "loading"
         self._reason = "the model is loading"
         self._load_count = 0
+        self._images_served = 0
         self._describe = describe
+        # Lets clients check that they all reach this one object.
+        self._instance = uuid.uuid4().hex
 
     def set_ready(
         self,
@@ -162,12 +166,15 @@ class ModelService:
         self._check_images(images)
         future = batcher.submit(images, timeout_s)
         try:
-            return future.result(timeout=timeout_s)
+            scores = future.result(timeout=timeout_s)
         except TimeoutError:
             future.cancel()
             raise InferenceTimeoutError(
                 f"the prediction did not finish within {timeout_s:g} s"
             ) from None
+        with self._lock:
+            self._images_served += int(images.shape[0])
+        return scores
 
     def info(self) -> dict[str, Any]:
         """Return readiness and model details (plain builtins only)."""
@@ -179,6 +186,8 @@ class ModelService:
                 "pid": os.getpid(),
                 "uptime_s": round(time.monotonic() - self._started_at, 3),
                 "load_count": self._load_count,
+                "instance": self._instance,
+                "images_served": self._images_served,
                 **self._details,
             }
         if self._batcher is not None:

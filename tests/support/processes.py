@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import requests
 
@@ -51,9 +51,10 @@ def wait_until(check: Callable[[], T | None], timeout_s: float, what: str, inter
 class Service:
     """A subprocess with its log file; stop() ends it and its process group."""
 
-    def __init__(self, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, log_file: IO[bytes]) -> None:
         self.process = process
         self.log_path = log_path
+        self._log_file = log_file
 
     @property
     def pid(self) -> int:
@@ -77,6 +78,7 @@ class Service:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
         _kill_group(self.process.pid)
+        self._log_file.close()
         return self.process.returncode
 
 
@@ -108,7 +110,7 @@ def start_model_server(env: dict[str, str], log_path: Path, *args: str) -> Servi
         [PYTHON, str(ROOT / "model_server.py"), *args],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    return Service(process, log_path)
+    return Service(process, log_path, log)
 
 
 def start_gunicorn(env: dict[str, str], log_path: Path, port: int, *args: str, config: Path | None = None) -> Service:
@@ -119,7 +121,7 @@ def start_gunicorn(env: dict[str, str], log_path: Path, port: int, *args: str, c
          "--bind", f"127.0.0.1:{port}", *args, "wsgi:app"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    return Service(process, log_path)
+    return Service(process, log_path, log)
 
 
 def wait_ready(base_url: str, timeout_s: float = 120.0, service: Service | None = None) -> dict[str, Any]:

@@ -1,0 +1,62 @@
+"""A real manager server (ModelService + Batcher) around a NumPy fake model: no TensorFlow.
+
+Run: python fake_model_server.py ADDRESS [--height H --width W --classes N --delay-s S]
+with the authkey in MODEL_SERVER_AUTHKEY. It serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+
+from onemodel.batcher import Batcher
+from onemodel.manager import ModelService, create_server
+from onemodel.settings import parse_address
+
+
+def main() -> None:
+    """Serve the fake model until SIGTERM."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("address")
+    parser.add_argument("--height", type=int, default=8)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--classes", type=int, default=4)
+    parser.add_argument("--delay-s", type=float, default=0.0)
+    parser.add_argument("--max-queue", type=int, default=64)
+    args = parser.parse_args()
+    calls: list[int] = []
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        calls.append(images.shape[0])
+        if args.delay_s:
+            time.sleep(args.delay_s)
+        means = images.reshape(images.shape[0], -1).mean(axis=1, dtype=np.float64)
+        logits = np.stack([np.cos(means / 40.0 + k) for k in range(args.classes)], axis=1)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    batcher = Batcher(predict, max_batch_size=8, max_delay_ms=0, max_queue=args.max_queue)
+    service = ModelService(describe=lambda: {"model_calls": list(calls)})
+    server = create_server(service, parse_address(args.address), os.environ["MODEL_SERVER_AUTHKEY"].encode())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    batcher.start()
+    service.set_ready(
+        batcher,
+        (args.height, args.width),
+        [f"class_{index}" for index in range(args.classes)],
+        {"model": "fake", "input_size": [args.height, args.width], "num_classes": args.classes},
+    )
+    print("ready", flush=True)
+    stop.wait()
+    batcher.stop()
+
+
+if __name__ == "__main__":
+    main()
