@@ -355,15 +355,21 @@ class ModelClient:
             self._generation += 1
 
     def _call(self, method: str, args: tuple[Any, ...], timeout_s: float) -> Any:
-        proxy, generation = self._connected_proxy()
-        try:
-            return proxy.call(method, args, timeout_s)
-        except OneModelError:
-            raise
-        except (OSError, EOFError, managers.RemoteError) as error:
-            self._discard(generation)
-            logger.warning("lost the model server at %s: %s", self._address, type(error).__name__)
-            raise ModelUnavailableError("the model server connection was lost") from None
+        # Every exposed method is free of side effects, so a call that met a dead connection
+        # is tried once more on a fresh one: a restarted model server loses no request.
+        for attempt in (1, 2):
+            proxy, generation = self._connected_proxy()
+            try:
+                return proxy.call(method, args, timeout_s)
+            except OneModelError:
+                raise
+            except (OSError, EOFError, managers.RemoteError) as error:
+                self._discard(generation)
+                logger.warning(
+                    "lost the model server at %s (%s); attempt %d",
+                    self._address, type(error).__name__, attempt,
+                )
+        raise ModelUnavailableError("the model server connection was lost")
 
     def _connected_proxy(self) -> tuple[ModelProxy, int]:
         with self._lock:

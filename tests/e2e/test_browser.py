@@ -1,11 +1,10 @@
-"""The web page in a real browser: Debian's Chromium, driven by Playwright, against real Gunicorn."""
+"""The web page in a real browser: Debian's Chromium via Playwright, against real Gunicorn."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,10 +69,7 @@ def web(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     port = free_port()
     log_path = tmp_path_factory.mktemp("browser") / "gunicorn.log"
     env = base_env(MODEL_PATH=str(tiny_model))
-    with warnings.catch_warnings():
-        # start_gunicorn drops its handle on the log file on return (the child keeps its own).
-        warnings.simplefilter("ignore", ResourceWarning)
-        service: Service = start_gunicorn(env, log_path, port, "--workers", "2")
+    service: Service = start_gunicorn(env, log_path, port, "--workers", "2")
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base_url, timeout_s=180, service=service)
@@ -91,6 +87,12 @@ def page(browser: Any, web: str) -> Iterator[Any]:
     requested: list[str] = []
     new_page.on("request", lambda request: requested.append(request.url))
     new_page.requested_urls = requested
+    problems: list[str] = []
+    new_page.on(
+        "console", lambda message: message.type == "error" and problems.append(message.text)
+    )
+    new_page.on("pageerror", lambda error: problems.append(str(error)))
+    new_page.problems = problems
     try:
         yield new_page
     finally:
@@ -111,7 +113,7 @@ def _classify(page: Any, path: Path) -> None:
     page.goto("/")
     expect(page.locator("#model-status")).to_have_attribute("data-state", "ready")
     page.locator("#file-input").set_input_files(str(path))
-    expect(page.locator("#preview-image")).to_be_visible()
+    expect(page.locator("#preview")).to_be_visible()
     page.get_by_role("button", name="Classify").click()
 
 
@@ -121,7 +123,9 @@ def _percent(text: str) -> float:
     return float(match.group(1))
 
 
-def test_page_classifies_a_photo(page: Any, web: str, photo_file: Path, artifacts_dir: Path) -> None:
+def test_page_classifies_a_photo(
+    page: Any, web: str, photo_file: Path, artifacts_dir: Path
+) -> None:
     from playwright.sync_api import expect  # noqa: PLC0415
 
     ready = requests.get(f"{web}/readyz", timeout=10).json()
@@ -151,7 +155,9 @@ def test_page_classifies_a_photo(page: Any, web: str, photo_file: Path, artifact
 
     with photo_file.open("rb") as handle:
         api = requests.post(
-            f"{web}/predict", params={"top_k": 5}, files={"file": ("coffee.jpg", handle, "image/jpeg")},
+            f"{web}/predict",
+            params={"top_k": 5},
+            files={"file": ("coffee.jpg", handle, "image/jpeg")},
             timeout=30,
         )
     assert api.status_code == 200, api.text
@@ -201,6 +207,8 @@ def test_page_only_talks_to_its_own_origin(page: Any, web: str, photo_file: Path
 
     _classify(page, photo_file)
     expect(page.locator("#result-list > li.result-row")).to_have_count(5)
+    # No script error and no CSP violation (those are logged as console errors).
+    assert page.problems == []
     urls = page.requested_urls
     assert any(urlsplit(url).path == "/predict" for url in urls), urls
     assert any(urlsplit(url).path == "/static/app.js" for url in urls), urls
@@ -211,3 +219,27 @@ def test_page_only_talks_to_its_own_origin(page: Any, web: str, photo_file: Path
             continue
         assert parts.scheme == "http" and parts.hostname == "127.0.0.1", url
         assert f"{parts.scheme}://{parts.netloc}" == web, url
+
+
+def test_page_shows_when_the_model_server_is_not_ready(page: Any, artifacts_dir: Path) -> None:
+    from playwright.sync_api import expect  # noqa: PLC0415
+
+    reason = "the model server is still loading the model"
+    page.route(
+        "**/readyz",
+        lambda route: route.fulfill(
+            status=503, content_type="application/json", headers={"Retry-After": "1"},
+            body=f'{{"ready": false, "reason": "{reason}"}}',
+        ),
+    )
+    page.goto("/")
+    expect(page.locator("#model-status")).to_have_attribute("data-state", "not-ready")
+    expect(page.get_by_role("status")).to_contain_text("Model server not ready")
+    expect(page.locator("#not-ready")).to_be_visible()
+    expect(page.locator("#not-ready")).to_contain_text(reason)
+    page.screenshot(path=str(artifacts_dir / "web-page-not-ready.png"), full_page=True)
+
+    # Once /readyz answers 200 again, the page recovers by itself.
+    page.unroute("**/readyz")
+    expect(page.locator("#model-status")).to_have_attribute("data-state", "ready")
+    expect(page.locator("#not-ready")).to_be_hidden()

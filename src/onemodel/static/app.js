@@ -202,7 +202,7 @@
       return item;
     });
     el.resultList.replaceChildren(...rows);
-    el.resultMeta.textContent = `${body.model} · ${Math.round(latencyMs)} ms round trip`;
+    el.resultMeta.textContent = `Model ${body.model} · latency ${Math.round(latencyMs)} ms (round trip)`;
     el.resultMeta.dataset.latencyMs = String(Math.round(latencyMs));
     el.empty.hidden = true;
     el.results.hidden = false;
