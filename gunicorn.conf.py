@@ -47,7 +47,8 @@ errorlog = "-"
 # One line per request: client, time, request line, status, bytes, seconds taken, the
 # worker's pid and the request id (also returned as the X-Request-ID header).
 access_log_format = (
-    '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(L)ss pid=%(p)s request_id=%({x-request-id}o)s'
+    'remote=%(h)s time="%(t)s" request="%(r)s" status=%(s)s bytes=%(b)s '
+    "duration_s=%(L)s pid=%(p)s request_id=%({x-request-id}o)s"
 )
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
@@ -62,9 +63,25 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 _embedded: Any = None
 
 
+def _prepare_metrics_directory() -> None:
+    # prometheus-client's multiprocess mode sums every worker's figures from files in this
+    # directory; it reads the variable at import, so it is set before any worker exists.
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if not directory:
+        import tempfile  # noqa: PLC0415
+
+        directory = tempfile.mkdtemp(prefix="onemodel-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
 def on_starting(server: Any) -> None:
     """Start a private model server unless MODEL_SERVER_ADDRESS names an external one."""
     global _embedded
+    _prepare_metrics_directory()
     if os.environ.get("MODEL_SERVER_ADDRESS", "").strip():
         server.log.info("using the model server at %s", os.environ["MODEL_SERVER_ADDRESS"])
         return
@@ -92,6 +109,13 @@ def on_starting(server: Any) -> None:
     # Forked workers inherit these and connect to the private server.
     os.environ.update(_embedded.worker_environ())
     _embedded.supervise()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Forget a dead worker's live metric files."""
+    from onemodel.metrics import mark_worker_dead  # noqa: PLC0415
+
+    mark_worker_dead(worker.pid)
 
 
 def on_exit(server: Any) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from onemodel.errors import ModelUnavailableError, OneModelError
 from onemodel.manager import ModelClient
+from onemodel.metrics import MULTIPROCESS_ENV
 from onemodel.settings import Address
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ class EmbeddedModelServer:
         environ = {
             key: value
             for key, value in self._base_environ.items()
-            if key not in ("MODEL_SERVER_AUTHKEY", "MODEL_SERVER_AUTHKEY_FILE")
+            # The model server keeps its own metrics registry: it must not write the web
+            # workers' multiprocess files (prometheus-client reads this variable at import).
+            if key not in ("MODEL_SERVER_AUTHKEY", "MODEL_SERVER_AUTHKEY_FILE", MULTIPROCESS_ENV)
         }
         environ.update(self.worker_environ())
         with self._lock:

@@ -24,11 +24,13 @@ import numpy as np
 
 from onemodel.batcher import Batcher
 from onemodel.errors import (
+    InferenceTimeoutError,
     InvalidRequestError,
     ModelUnavailableError,
     OneModelError,
-    InferenceTimeoutError,
+    OverloadedError,
 )
+from onemodel.metrics import ServerMetrics
 from onemodel.settings import Address
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ HANDSHAKE_TIMEOUT_S = 3.0
 CONNECT_TIMEOUT_S = 3.0
 # Extra time the client waits beyond a prediction's own timeout, so the server's 504 wins.
 REPLY_GRACE_S = 1.0
-_EXPOSED = ("predict", "info", "labels")
+_EXPOSED = ("predict", "info", "labels", "metrics")
 
 
 # --- transport -------------------------------------------------------------------------
@@ -114,7 +116,12 @@ def _install_transport() -> None:
 class ModelService:
     """The ONE shared object: every client of the manager reaches this same instance."""
 
-    def __init__(self, describe: Callable[[], dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        describe: Callable[[], dict[str, Any]] | None = None,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self._metrics = metrics or ServerMetrics()
         self._started_at = time.monotonic()
         self._lock = threading.Lock()
         self._batcher: Batcher | None = None
@@ -143,6 +150,8 @@ class ModelService:
             self._labels = list(labels)
             self._details = dict(details)
             self._load_count += 1
+            self._metrics.model_loads.inc()
+            self._metrics.set_queue_depth(lambda: batcher.queued_images)
             self._state = "ready"
             self._reason = ""
 
@@ -164,11 +173,16 @@ class ModelService:
         if self._state != "ready" or batcher is None:
             raise ModelUnavailableError(self._reason or "the model is not ready")
         self._check_images(images)
-        future = batcher.submit(images, timeout_s)
+        try:
+            future = batcher.submit(images, timeout_s)
+        except OverloadedError:
+            self._metrics.refused.labels("overloaded").inc()
+            raise
         try:
             scores = future.result(timeout=timeout_s)
-        except TimeoutError:
+        except (TimeoutError, InferenceTimeoutError):
             future.cancel()
+            self._metrics.refused.labels("timeout").inc()
             raise InferenceTimeoutError(
                 f"the prediction did not finish within {timeout_s:g} s"
             ) from None
@@ -199,6 +213,10 @@ class ModelService:
     def labels(self) -> list[str]:
         """Return the class names, one per model output."""
         return list(self._labels)
+
+    def metrics(self) -> bytes:
+        """Return this server's Prometheus exposition text."""
+        return self._metrics.render()
 
     def _check_images(self, images: Any) -> None:
         size = self._input_size
@@ -311,7 +329,14 @@ class ModelClient:
     master is harmless; every thread gets its own manager connection.
     """
 
-    def __init__(self, address: Address, authkey: bytes, info_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        address: Address,
+        authkey: bytes,
+        info_timeout_s: float = 5.0,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self._on_reconnect = on_reconnect
         self._address = address
         self._authkey = authkey
         self._info_timeout_s = info_timeout_s
@@ -329,6 +354,10 @@ class ModelClient:
     def info(self) -> dict[str, Any]:
         """Return the model server's readiness and model details."""
         return dict(self._call("info", (), self._info_timeout_s))
+
+    def metrics_text(self) -> bytes:
+        """Return the model server's Prometheus exposition text."""
+        return bytes(self._call("metrics", (), self._info_timeout_s))
 
     def spec(self) -> ModelSpec:
         """Return the model's name, input size and labels (cached per connection)."""
@@ -381,6 +410,8 @@ class ModelClient:
                 raise ModelUnavailableError(_describe_connect_error(error)) from None
             if self._generation > 0:
                 self.reconnects += 1
+                if self._on_reconnect is not None:
+                    self._on_reconnect()
             self._generation += 1
             return self._proxy, self._generation
 

@@ -20,6 +20,8 @@ class Predictor(Protocol):
 
     def info(self) -> dict[str, Any]: ...
 
+    def metrics_text(self) -> bytes: ...
+
 
 def parse_top_k(text: str | None, default: int, num_classes: int) -> int:
     """Parse the ``top_k`` query value: an integer from 1 to the number of classes."""

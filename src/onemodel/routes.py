@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from onemodel.app import runtime
-from onemodel.errors import ModelUnavailableError
+from onemodel.errors import ModelUnavailableError, OneModelError
+from onemodel.metrics import CONTENT_TYPE, model_server_up_text
 from onemodel.predictions import predict_upload
 from onemodel.uploads import read_upload
 
@@ -57,3 +58,14 @@ def readyz() -> ResponseReturnValue:
         reason = info.get("reason") or "the model server is not ready"
         return jsonify(ready=False, reason=reason), 503, {"Retry-After": "1"}
     return jsonify(info)
+
+
+@blueprint.get("/metrics")
+def metrics() -> ResponseReturnValue:
+    """Prometheus metrics: every worker's figures plus the model server's."""
+    current = runtime()
+    try:
+        model_server_text = current.predictor.metrics_text() + model_server_up_text(True)
+    except OneModelError:
+        model_server_text = model_server_up_text(False)
+    return Response(current.metrics.render(model_server_text), content_type=CONTENT_TYPE)

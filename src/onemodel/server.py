@@ -18,6 +18,7 @@ from onemodel.errors import OneModelError
 from onemodel.labels import load_labels
 from onemodel.logconfig import configure_logging
 from onemodel.manager import ModelService, create_server
+from onemodel.metrics import ServerMetrics
 from onemodel.settings import PREPROCESS_MODES, PRECISIONS, Settings, parse_address, read_authkey_file
 
 logger = logging.getLogger("onemodel.server")
@@ -78,13 +79,14 @@ def run(settings: Settings) -> int:
             "authkey can run code in this process; keep it on a private network",
             address,
         )
-    service = ModelService()
+    metrics = ServerMetrics()
+    service = ModelService(metrics=metrics)
     server = create_server(service, address, authkey)
     stop = threading.Event()
     _install_signal_handlers(stop)
     threading.Thread(target=server.serve_forever, name="manager", daemon=True).start()
     logger.info("model server listening on %s (pid %d)", address, os.getpid())
-    batcher = _load_and_attach(service, settings, stop)
+    batcher = _load_and_attach(service, settings, metrics)
     if batcher is None:
         return EXIT_LOAD
     stop.wait()
@@ -95,7 +97,9 @@ def run(settings: Settings) -> int:
     return 0
 
 
-def _load_and_attach(service: ModelService, settings: Settings, stop: threading.Event) -> Batcher | None:
+def _load_and_attach(
+    service: ModelService, settings: Settings, metrics: ServerMetrics
+) -> Batcher | None:
     # Imported here: only the model server process may load TensorFlow.
     from onemodel.model import load_classifier  # noqa: PLC0415
 
@@ -116,6 +120,7 @@ def _load_and_attach(service: ModelService, settings: Settings, stop: threading.
         max_batch_size=settings.max_batch_size,
         max_delay_ms=settings.max_batch_delay_ms,
         max_queue=settings.max_queue,
+        on_batch=metrics.observe_batch,
     )
     batcher.start()
     service.set_ready(

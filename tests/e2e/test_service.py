@@ -273,3 +273,39 @@ def test_imagenet_weights_offline_give_a_clear_message(tmp_path: Path) -> None:
     assert "could not download the VGG16 ImageNet weights" in log
     assert "MODEL_WEIGHTS=random" in log
     assert "Traceback" not in log
+
+
+def _scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    response = requests.get(f"{base_url}/metrics", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_aggregate_every_worker_and_the_model_server(deployment: Deployment, photo_jpeg: bytes) -> None:
+    key = ("onemodel_http_requests_total", (("method", "POST"), ("route", "/predict"), ("status", "200")))
+    before = _scrape(deployment.base_url)
+    grouped = _spread_over_workers(deployment, photo_jpeg)
+    sent = sum(len(bodies) for bodies in grouped.values())
+    assert len(grouped) >= 2
+    scraped_during = []
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(deployment.post, "/predict", photo_jpeg) for _ in range(8)]
+        scraped_during.append(_scrape(deployment.base_url))  # scraping under traffic works
+        assert all(future.result().status_code == 200 for future in futures)
+    after = _scrape(deployment.base_url)
+    # Counts from both workers are summed: nothing lost, nothing doubled.
+    assert after[key] - before.get(key, 0.0) == sent + 8
+    assert after[("onemodel_batch_size_count", ())] > before.get(("onemodel_batch_size_count", ()), 0.0)
+    assert after[("onemodel_images_total", ())] >= sent + 8
+    assert after[("onemodel_model_loads_total", ())] >= 1
+    assert ("onemodel_queue_depth", ()) in after
+    assert after[("onemodel_model_server_up", ())] == 1
+    assert ("onemodel_http_request_duration_seconds_bucket", (("le", "+Inf"), ("route", "/predict"))) in after
+    assert scraped_during[0][("onemodel_model_server_up", ())] == 1

@@ -42,6 +42,11 @@ class FakePredictor:
             raise self.error
         return {"ready": self.ready, "reason": "" if self.ready else "the model is loading", "model": "fake"}
 
+    def metrics_text(self) -> bytes:
+        if self.error is not None:
+            raise self.error
+        return b"# TYPE onemodel_batch_size histogram\nonemodel_batch_size_count 3.0\n"
+
 
 @pytest.fixture
 def predictor() -> FakePredictor:
@@ -214,3 +219,24 @@ def test_create_app_without_address_explains_how_to_run() -> None:
 
     with pytest.raises(ConfigError, match="gunicorn -c gunicorn.conf.py"):
         create_app(Settings())
+
+
+def test_metrics_count_requests_and_errors(client: FlaskClient, predictor: FakePredictor) -> None:
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    client.post("/predict", data=_jpeg(10), content_type="image/jpeg")
+    client.post("/predict", data=b"nope", content_type="image/jpeg")
+    text = client.get("/metrics").get_data(as_text=True)
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples[("onemodel_http_requests_total", (("method", "POST"), ("route", "/predict"), ("status", "200")))] == 1
+    assert samples[("onemodel_http_requests_total", (("method", "POST"), ("route", "/predict"), ("status", "415")))] == 1
+    assert samples[("onemodel_http_errors_total", (("code", "unsupported_media_type"),))] == 1
+    assert samples[("onemodel_model_server_up", ())] == 1
+    assert samples[("onemodel_batch_size_count", ())] == 3
+    predictor.error = ModelUnavailableError()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "onemodel_model_server_up 0.0" in text

@@ -1,0 +1,55 @@
+# onemodel: one short target per job. `make serve` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+ENGINE_UP := ../shared/container/engine-up
+
+.PHONY: help install serve test test-fast lint bench bench-quick soak docker constraints clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e '.[model,test,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the project with every extra
+
+serve: $(STAMP)  ## run the service on http://127.0.0.1:8000 (Gunicorn starts the model server)
+	@echo "onemodel: loading the model, then serving on http://$${HOST:-127.0.0.1}:$${PORT:-8000}"
+	@echo "  try: curl -F file=@photo.jpg http://127.0.0.1:$${PORT:-8000}/predict"
+	@echo "  offline? MODEL_WEIGHTS=random make serve (meaningless predictions, for demos)"
+	$(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
+
+test: $(STAMP)  ## set up browser and container engine (if possible), run the whole suite
+	@bash scripts/test-setup.sh
+	@if [ -z "$${DOCKER_HOST:-}" ] && [ -S /var/tmp/container-engine/podman.sock ]; then \
+	  export DOCKER_HOST=unix:///var/tmp/container-engine/podman.sock; fi; \
+	  $(PY) -m pytest
+
+test-fast: $(STAMP)  ## unit and integration tests only (seconds)
+	$(PY) -m pytest tests/unit tests/integration
+
+lint: $(STAMP)  ## ruff and mypy
+	$(PY) -m pip install --quiet ruff mypy
+	$(PY) -m ruff check src tests bench
+	$(PY) -m mypy src
+
+bench: $(STAMP)  ## full benchmark (~20 min): table, bench/results/*.json, latest.png
+	$(PY) bench/run.py
+
+bench-quick: $(STAMP)  ## quick benchmark (< 3 min)
+	$(PY) bench/run.py --quick
+
+docker:  ## build the container image (bakes the VGG16 ImageNet weights)
+	docker build -t onemodel:latest .
+
+constraints: $(STAMP)  ## re-pin constraints.txt from the current .venv
+	$(PIP) freeze --exclude-editable | grep -v '^onemodel' > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache tests/artifacts
