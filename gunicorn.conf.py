@@ -57,6 +57,10 @@ limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 
+# Gunicorn's runtime control socket ($HOME/.gunicorn) is not used; off, so a read-only
+# container filesystem does not log errors.
+control_socket_disable = True
+
 # Temporary files for worker heartbeats in memory rather than on disk (containers).
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 

@@ -17,6 +17,7 @@ from onemodel.settings import Settings
 logger = logging.getLogger(__name__)
 
 _MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+_VGG16_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
 
 
 @dataclass
@@ -73,8 +74,13 @@ def _build_vgg16(keras: Any, weights: str) -> Any:
         )
         return keras.applications.VGG16(weights=None)
     if weights == "imagenet":
+        cached = _cached_imagenet_weights()
+        if cached is not None:
+            # Used directly: Keras would ignore a cache on a read-only filesystem and download.
+            logger.info("loading VGG16 ImageNet weights from %s", cached)
+            return keras.applications.VGG16(weights=cached)
         logger.info(
-            "loading VGG16 ImageNet weights (downloaded once, 528 MB, into ~/.keras/models)"
+            "downloading the VGG16 ImageNet weights once (528 MB) into the Keras cache"
         )
         try:
             return keras.applications.VGG16(weights="imagenet")
@@ -94,6 +100,15 @@ def _build_vgg16(keras: Any, weights: str) -> Any:
         return keras.applications.VGG16(weights=weights)
     except (ValueError, OSError) as error:
         raise ModelLoadError(f"MODEL_WEIGHTS={weights!r} does not fit VGG16: {error}") from None
+
+
+def _cached_imagenet_weights() -> str | None:
+    """Return a VGG16 ImageNet weights file already in a Keras cache (e.g. baked in an image)."""
+    homes = [os.environ.get("KERAS_HOME"), os.path.expanduser("~/.keras"), "/tmp/.keras"]
+    for home in homes:
+        if home and (Path(home) / "models" / _VGG16_WEIGHTS_FILE).is_file():
+            return str(Path(home) / "models" / _VGG16_WEIGHTS_FILE)
+    return None
 
 
 def _load_model_file(keras: Any, path: str, precision: str) -> Any:

@@ -39,6 +39,8 @@ def wait_until(check: Callable[[], T | None], timeout_s: float, what: str, inter
     while time.monotonic() < deadline:
         try:
             value = check()
+        except AssertionError:
+            raise  # a definite failure (e.g. the process died): no point waiting
         except Exception as error:  # polling: the thing may not be up yet
             last_error = error
         else:

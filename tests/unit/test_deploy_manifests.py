@@ -356,8 +356,10 @@ def test_containers_are_limited_and_unprivileged(name: str) -> None:
         assert context.get("seccompProfile", {}).get("type") == "RuntimeDefault"
         mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
         assert set(mounts.values()) <= set(volumes), "a volumeMount names an undefined volume"
-        for writable in ("/tmp", "/home/app/.keras"):
-            assert "emptyDir" in volumes[mounts[writable]], f"{writable} must be an emptyDir"
+        # /tmp is the only writable place (Keras falls back to /tmp/.keras). Nothing may be
+        # mounted over /home/app/.keras: it would hide the weights baked into the image.
+        assert "emptyDir" in volumes[mounts["/tmp"]], "/tmp must be an emptyDir"
+        assert "/home/app/.keras" not in mounts
 
 
 def test_model_server_resources() -> None:
