@@ -16,6 +16,9 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+if [ -z "${DOCKER_HOST:-}" ] && [ -S /var/tmp/container-engine/podman.sock ]; then
+  export DOCKER_HOST=unix:///var/tmp/container-engine/podman.sock  # engine-up's socket
+fi
 if command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; then
   exit 0
 fi

@@ -14,6 +14,7 @@ import stat
 import struct
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -64,11 +65,15 @@ def _set_socket_options(fd: int, nodelay: bool, timeout_s: float | None) -> None
 
 
 class _Listener(connection.Listener):
-    """A multiprocessing Listener whose accepted TCP connections have TCP_NODELAY set."""
+    """A multiprocessing Listener whose accepted TCP connections have TCP_NODELAY set.
+
+    Accepted connections start with a receive timeout so that a client which never
+    completes the handshake cannot hold a server thread forever; _Server lifts it after.
+    """
 
     def accept(self) -> connection.Connection:
         conn = super().accept()
-        _set_socket_options(conn.fileno(), nodelay=self._is_tcp(), timeout_s=None)
+        _set_socket_options(conn.fileno(), nodelay=self._is_tcp(), timeout_s=HANDSHAKE_TIMEOUT_S)
         return conn
 
     def _is_tcp(self) -> bool:
@@ -236,6 +241,44 @@ class ModelService:
             )
 
 
+class _Server(managers.Server):
+    """The stdlib manager server, but refused handshakes are logged (never the key itself).
+
+    The stdlib answers a client with a wrong authkey silently; operators need to see it.
+    The rest mirrors ``managers.Server._handle_request``.
+    """
+
+    def _handle_request(self, conn: connection.Connection) -> None:
+        try:
+            connection.deliver_challenge(conn, self.authkey)
+            connection.answer_challenge(conn, self.authkey)
+        except connection.AuthenticationError:
+            logger.warning("refused a client: failed authkey handshake")
+            return
+        except (OSError, EOFError) as error:
+            logger.warning("a client left during the handshake (%s)", type(error).__name__)
+            return
+        _set_socket_options(conn.fileno(), nodelay=isinstance(self.address, tuple), timeout_s=None)
+        request = None
+        try:
+            request = conn.recv()
+            _ignored, function_name, args, kwds = request
+            if function_name not in self.public:
+                raise ValueError(f"{function_name!r} unrecognized")
+            function = getattr(self, function_name)
+        except Exception:
+            message: tuple[str, Any] = ("#TRACEBACK", traceback.format_exc())
+        else:
+            try:
+                message = ("#RETURN", function(conn, *args, **kwds))
+            except Exception:
+                message = ("#TRACEBACK", traceback.format_exc())
+        try:
+            conn.send(message)
+        except Exception:
+            logger.debug("could not answer a manager request %r", request, exc_info=True)
+
+
 def create_server(service: ModelService, address: Address, authkey: bytes) -> managers.Server:
     """Bind a manager server for the one service at address (not yet serving)."""
     _install_transport()
@@ -250,12 +293,14 @@ def create_server(service: ModelService, address: Address, authkey: bytes) -> ma
     )
     if address.path is not None:
         _remove_stale_socket(address.path)
-    manager = ServingManager(
-        address=address.for_multiprocessing(), authkey=authkey, serializer=TRANSPORT
-    )
     # 0600 socket: only the owner may connect.
     with _umask(0o177):
-        return manager.get_server()
+        return _Server(
+            ServingManager._registry,  # type: ignore[attr-defined]
+            address.for_multiprocessing(),
+            authkey,
+            TRANSPORT,
+        )
 
 
 def _remove_stale_socket(path: str) -> None:

@@ -28,6 +28,7 @@ class FakeServer:
     def __init__(self, address: Address, authkey: str, log_path: Path, *args: str) -> None:
         self.address = address
         self.authkey = authkey
+        self._log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
             [PYTHON, str(FAKE_SERVER), str(address), *args],
@@ -35,6 +36,9 @@ class FakeServer:
         )
         assert self.process.stdout is not None
         assert self.process.stdout.readline().strip() == b"ready"
+
+    def log_text(self) -> str:
+        return self._log_path.read_text()
 
     def client(self, authkey: str | None = None) -> ModelClient:
         return ModelClient(self.address, (authkey or self.authkey).encode())
@@ -134,6 +138,8 @@ def test_wrong_authkey_is_refused_and_others_keep_working(unix_server: FakeServe
         intruder.info()
     assert unix_server.authkey not in raised.value.message
     assert unix_server.client().info()["ready"]
+    log = wait_until(lambda: unix_server.log_text() if "refused a client" in unix_server.log_text() else None, 5, "the refusal in the server log")
+    assert unix_server.authkey not in log
 
 
 def test_concurrent_threads_each_get_their_own_connection(unix_server: FakeServer) -> None:
