@@ -51,6 +51,9 @@ def create_app(settings: Settings | None = None, predictor: Predictor | None = N
     from onemodel.page import blueprint as page_blueprint  # noqa: PLC0415
 
     app.register_blueprint(page_blueprint)
+    from onemodel.inference_protocol import blueprint as protocol_blueprint  # noqa: PLC0415
+
+    app.register_blueprint(protocol_blueprint)
     app.before_request(_assign_request_id)
     app.after_request(_return_request_id)
     app.register_error_handler(OneModelError, _answer_error)

@@ -43,13 +43,15 @@ def load_classifier(settings: Settings) -> Classifier:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # noqa: PLC0415  (deferred: importing TensorFlow costs ~0.6 GB)
 
-    _apply_precision(keras, settings.precision)
+    keras.mixed_precision.set_global_policy("float32")
     if settings.model_path == "vgg16":
         model = _build_vgg16(keras, settings.weights)
         name = "vgg16"
     else:
-        model = _load_model_file(keras, settings.model_path, settings.precision)
+        model = _load_model_file(keras, settings.model_path)
         name = Path(settings.model_path).stem
+    if settings.precision == "bfloat16":
+        model = rebuild_with_policy(keras, model, "mixed_bfloat16")
     input_size, num_classes = _describe(model)
     return Classifier(
         name=name,
@@ -61,9 +63,18 @@ def load_classifier(settings: Settings) -> Classifier:
     )
 
 
-def _apply_precision(keras: Any, precision: str) -> None:
-    policy = "mixed_bfloat16" if precision == "bfloat16" else "float32"
-    keras.mixed_precision.set_global_policy(policy)
+def cpu_bfloat16_flags(cpuinfo_path: str = "/proc/cpuinfo") -> list[str]:
+    """Return the CPU's bfloat16 matrix flags (amx_bf16, amx_tile, avx512_bf16) that it has."""
+    try:
+        text = Path(cpuinfo_path).read_text()
+    except OSError:
+        return []
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+            break
+    return sorted(flags & {"amx_bf16", "amx_tile", "avx512_bf16"})
 
 
 def _build_vgg16(keras: Any, weights: str) -> Any:
@@ -111,7 +122,7 @@ def _cached_imagenet_weights() -> str | None:
     return None
 
 
-def _load_model_file(keras: Any, path: str, precision: str) -> Any:
+def _load_model_file(keras: Any, path: str) -> Any:
     if not path.endswith(_MODEL_FILE_SUFFIXES):
         raise ConfigError(
             f"MODEL_PATH={path!r} is neither 'vgg16' nor a .keras or .h5 model file"
@@ -125,25 +136,33 @@ def _load_model_file(keras: Any, path: str, precision: str) -> Any:
             f"MODEL_PATH={path!r} could not be loaded as a Keras model: "
             f"{type(error).__name__}: {error}"
         ) from None
-    if precision == "bfloat16":
-        model = _rebuild_with_policy(keras, model, "mixed_bfloat16")
     return model
 
 
-def _rebuild_with_policy(keras: Any, model: Any, policy: str) -> Any:
-    """Rebuild a saved model under a dtype policy (it keeps its saved float32 policy otherwise).
+def rebuild_with_policy(keras: Any, model: Any, policy: str) -> Any:
+    """Rebuild a float32 model so its layers compute under a dtype policy; copy the weights.
 
-    The last layer stays float32 so the softmax and the outputs are computed in full precision.
+    A loaded model keeps the policy it was saved with, so setting the global policy is not
+    enough. Input layers and the last layer stay float32: the softmax and the outputs are
+    computed in full precision, as Keras's mixed-precision guide recommends.
     """
     last_layer = model.layers[-1].name
 
     def clone_layer(layer: Any) -> Any:
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone_layer)
         config = layer.get_config()
         if "dtype" in config and layer.name != last_layer:
             config["dtype"] = policy
         return layer.__class__.from_config(config)
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    try:
+        clone = keras.models.clone_model(model, clone_function=clone_layer)
+    except Exception as error:  # subclassed models cannot be rebuilt from their config
+        raise ModelLoadError(
+            "MODEL_PRECISION=bfloat16 needs a functional or Sequential model that Keras can "
+            f"rebuild from its config ({type(error).__name__}: {error})"
+        ) from None
     clone.set_weights(model.get_weights())
     return clone
 

@@ -101,8 +101,19 @@ def _load_and_attach(
     service: ModelService, settings: Settings, metrics: ServerMetrics
 ) -> Batcher | None:
     # Imported here: only the model server process may load TensorFlow.
-    from onemodel.model import load_classifier  # noqa: PLC0415
+    from onemodel.model import cpu_bfloat16_flags, load_classifier  # noqa: PLC0415
 
+    bfloat16_flags = cpu_bfloat16_flags()
+    logger.info(
+        "precision %s; CPU bfloat16 matrix support: %s",
+        settings.precision,
+        ", ".join(bfloat16_flags) if bfloat16_flags else "none",
+    )
+    if settings.precision == "bfloat16" and not bfloat16_flags:
+        logger.warning(
+            "MODEL_PRECISION=bfloat16 on a CPU without bfloat16 matrix units (no amx_bf16 or "
+            "avx512_bf16): it is emulated and usually SLOWER than float32 here"
+        )
     try:
         classifier = load_classifier(settings)
     except OneModelError as error:
@@ -133,6 +144,7 @@ def _load_and_attach(
             "num_classes": classifier.num_classes,
             "preprocess": classifier.preprocess_mode,
             "precision": classifier.precision,
+            "cpu_bfloat16": bfloat16_flags,
             "max_batch_size": settings.max_batch_size,
             "max_batch_delay_ms": settings.max_batch_delay_ms,
             "max_queue": settings.max_queue,
