@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 ENGINE_UP := ../shared/container/engine-up
 
-.PHONY: help install serve test test-fast lint bench bench-quick soak docker constraints clean
+.PHONY: help install serve test test-fast lint bench bench-quick precision soak docker constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +44,12 @@ bench: $(STAMP)  ## full benchmark (~20 min): table, bench/results/*.json, lates
 
 bench-quick: $(STAMP)  ## quick benchmark (< 3 min)
 	$(PY) bench/run.py --quick
+
+precision: $(STAMP)  ## float32 vs bfloat16 on 120 varied images (~3 min): bench/results/precision.json
+	$(PY) scripts/precision_accuracy.py
+
+soak: $(STAMP)  ## mixed good and bad traffic for 2 minutes on 127.0.0.1; RSS drift report
+	$(PY) scripts/soak.py --duration-s 120
 
 docker:  ## build the container image (bakes the VGG16 ImageNet weights)
 	docker build -t onemodel:latest .

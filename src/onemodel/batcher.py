@@ -61,6 +61,7 @@ class Batcher:
     def __init__(
         self,
         predict_batch: PredictBatch,
+        *,
         max_batch_size: int,
         max_delay_ms: float,
         max_queue: int,

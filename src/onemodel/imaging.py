@@ -43,7 +43,9 @@ def read_dimensions(data: bytes, image_format: str) -> tuple[int, int]:
     try:
         width, height = _HEADER_READERS[image_format](data)
     except (struct.error, IndexError, ValueError):
-        raise InvalidImageError(f"the {image_format.upper()} header is truncated or corrupt") from None
+        raise InvalidImageError(
+            f"the {image_format.upper()} header is truncated or corrupt"
+        ) from None
     if width <= 0 or height <= 0:
         raise InvalidImageError(f"the {image_format.upper()} header declares an empty image")
     return width, height
@@ -187,6 +189,8 @@ def _tiff_dimensions(data: bytes) -> tuple[int, int]:
             else:  # LONG
                 value = struct.unpack(order + "I", data[entry + 8 : entry + 12])[0]
             found[tag] = value
+    if 256 not in found or 257 not in found:
+        raise ValueError("no TIFF width or height tag")
     return found[256], found[257]
 
 

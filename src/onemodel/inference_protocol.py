@@ -155,8 +155,7 @@ def images_from(parsed: InferRequest, spec: ModelSpec, settings: Settings) -> np
     count = tensor.shape[0] if tensor.shape else 0
     if count > settings.max_batch_size:
         raise InvalidRequestError(
-            f"the batch has {count} images; the limit is {settings.max_batch_size} "
-            "(MAX_BATCH_SIZE)"
+            f"the batch has {count} images; the limit is {settings.max_batch_size} (MAX_BATCH_SIZE)"
         )
     if tensor.name == IMAGE_INPUT:
         return _pixels(tensor, spec)

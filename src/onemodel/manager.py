@@ -18,7 +18,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing import connection, managers
+from multiprocessing import AuthenticationError, connection, managers
 from typing import Any
 
 import numpy as np
@@ -112,7 +112,7 @@ def _client(
 
 def _install_transport() -> None:
     """Register our Listener/Client pair with multiprocessing.managers (idempotent)."""
-    managers.listener_client.setdefault(TRANSPORT, (_Listener, _client))
+    managers.listener_client.setdefault(TRANSPORT, (_Listener, _client))  # type: ignore[attr-defined]
 
 
 # --- server side -----------------------------------------------------------------------
@@ -250,9 +250,9 @@ class _Server(managers.Server):
 
     def _handle_request(self, conn: connection.Connection) -> None:
         try:
-            connection.deliver_challenge(conn, self.authkey)
-            connection.answer_challenge(conn, self.authkey)
-        except connection.AuthenticationError:
+            connection.deliver_challenge(conn, self.authkey)  # type: ignore[attr-defined]
+            connection.answer_challenge(conn, self.authkey)  # type: ignore[attr-defined]
+        except AuthenticationError:
             logger.warning("refused a client: failed authkey handshake")
             return
         except (OSError, EOFError) as error:
@@ -350,21 +350,23 @@ class ModelProxy(managers.BaseProxy):
 
     def call(self, method: str, args: tuple[Any, ...], timeout_s: float) -> Any:
         """Call a method on the shared service, waiting at most timeout_s for the reply."""
+        # BaseProxy keeps one connection per thread in self._tls (stdlib internals, untyped).
+        tls: Any = self._tls  # type: ignore[attr-defined]
         try:
-            conn = self._tls.connection
+            conn = tls.connection
         except AttributeError:
-            self._connect()
-            conn = self._tls.connection
-        conn.send((self._id, method, args, {}))
+            self._connect()  # type: ignore[attr-defined]
+            conn = tls.connection
+        conn.send((self._id, method, args, {}))  # type: ignore[attr-defined]
         if not conn.poll(timeout_s):
             # A late reply would desynchronise this connection: drop it, reconnect next time.
-            del self._tls.connection
+            del tls.connection
             conn.close()
             raise InferenceTimeoutError(f"the model server did not answer within {timeout_s:g} s")
         kind, result = conn.recv()
         if kind == "#RETURN":
             return result
-        raise managers.convert_to_error(kind, result)
+        raise managers.convert_to_error(kind, result)  # type: ignore[attr-defined]
 
 
 class ModelClient:
@@ -441,7 +443,9 @@ class ModelClient:
                 self._discard(generation)
                 logger.warning(
                     "lost the model server at %s (%s); attempt %d",
-                    self._address, type(error).__name__, attempt,
+                    self._address,
+                    type(error).__name__,
+                    attempt,
                 )
         raise ModelUnavailableError("the model server connection was lost")
 
@@ -451,7 +455,7 @@ class ModelClient:
                 return self._proxy, self._generation
             try:
                 self._proxy = self._connect()
-            except (OSError, EOFError, connection.AuthenticationError, managers.RemoteError) as error:
+            except (OSError, EOFError, AuthenticationError, managers.RemoteError) as error:
                 raise ModelUnavailableError(_describe_connect_error(error)) from None
             if self._generation > 0:
                 self.reconnects += 1
@@ -482,7 +486,7 @@ class ModelClient:
 
 
 def _describe_connect_error(error: BaseException) -> str:
-    if isinstance(error, connection.AuthenticationError):
+    if isinstance(error, AuthenticationError):
         return "the model server refused our authkey (MODEL_SERVER_AUTHKEY differs)"
     if isinstance(error, (FileNotFoundError, ConnectionRefusedError)):
         return "the model server is not running"

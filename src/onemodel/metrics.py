@@ -1,4 +1,4 @@
-"""Prometheus metrics: the web tier's (aggregated across Gunicorn workers) and the model server's."""
+"""Prometheus metrics: the web tier's (summed across Gunicorn workers) and the model server's."""
 
 from __future__ import annotations
 
@@ -105,9 +105,7 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=self.registry,
         )
-        self.images = Counter(
-            "onemodel_images", "Images predicted.", registry=self.registry
-        )
+        self.images = Counter("onemodel_images", "Images predicted.", registry=self.registry)
         self.failed_batches = Counter(
             "onemodel_failed_batches", "Model calls that raised.", registry=self.registry
         )

@@ -90,9 +90,7 @@ def _build_vgg16(keras: Any, weights: str) -> Any:
             # Used directly: Keras would ignore a cache on a read-only filesystem and download.
             logger.info("loading VGG16 ImageNet weights from %s", cached)
             return keras.applications.VGG16(weights=cached)
-        logger.info(
-            "downloading the VGG16 ImageNet weights once (528 MB) into the Keras cache"
-        )
+        logger.info("downloading the VGG16 ImageNet weights once (528 MB) into the Keras cache")
         try:
             return keras.applications.VGG16(weights="imagenet")
         except Exception as error:  # Keras raises plain Exception for a failed download
@@ -124,9 +122,7 @@ def _cached_imagenet_weights() -> str | None:
 
 def _load_model_file(keras: Any, path: str) -> Any:
     if not path.endswith(_MODEL_FILE_SUFFIXES):
-        raise ConfigError(
-            f"MODEL_PATH={path!r} is neither 'vgg16' nor a .keras or .h5 model file"
-        )
+        raise ConfigError(f"MODEL_PATH={path!r} is neither 'vgg16' nor a .keras or .h5 model file")
     if not Path(path).is_file():
         raise ConfigError(f"MODEL_PATH={path!r}: no such file")
     try:
@@ -176,7 +172,5 @@ def _describe(model: Any) -> tuple[tuple[int, int], int]:
         )
     output_shape = tuple(model.output_shape)
     if len(output_shape) != 2 or output_shape[1] is None:
-        raise ConfigError(
-            f"the model's output shape is {output_shape}; (batch, classes) is needed"
-        )
+        raise ConfigError(f"the model's output shape is {output_shape}; (batch, classes) is needed")
     return (int(input_shape[1]), int(input_shape[2])), int(output_shape[1])

@@ -9,6 +9,7 @@ import numpy as np
 from onemodel.errors import InvalidRequestError
 from onemodel.imaging import prepare_image
 from onemodel.manager import ModelSpec
+from onemodel.settings import Settings
 
 
 class Predictor(Protocol):
@@ -50,12 +51,11 @@ def top_predictions(scores: np.ndarray, labels: list[str], top_k: int) -> list[d
 
 
 def predict_upload(
-    predictor: Predictor, data: bytes, top_k_text: str | None, default_top_k: int,
-    max_image_pixels: int, timeout_s: float,
+    predictor: Predictor, data: bytes, top_k_text: str | None, settings: Settings
 ) -> dict[str, Any]:
     """Decode, resize, predict and rank one uploaded image; return the JSON body."""
     spec = predictor.spec()
-    top_k = parse_top_k(top_k_text, default_top_k, len(spec.labels))
-    image = prepare_image(data, spec.input_size, max_image_pixels)
-    scores = predictor.predict(image[np.newaxis], timeout_s)
+    top_k = parse_top_k(top_k_text, settings.default_top_k, len(spec.labels))
+    image = prepare_image(data, spec.input_size, settings.max_image_pixels)
+    scores = predictor.predict(image[np.newaxis], settings.request_timeout_s)
     return {"predictions": top_predictions(scores[0], spec.labels, top_k), "model": spec.name}

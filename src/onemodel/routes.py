@@ -16,14 +16,8 @@ blueprint = Blueprint("onemodel", __name__)
 
 def _predict_request() -> dict[str, object]:
     current = runtime()
-    settings = current.settings
     return predict_upload(
-        current.predictor,
-        read_upload(request),
-        request.args.get("top_k"),
-        settings.default_top_k,
-        settings.max_image_pixels,
-        settings.request_timeout_s,
+        current.predictor, read_upload(request), request.args.get("top_k"), current.settings
     )
 
 

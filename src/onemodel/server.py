@@ -19,7 +19,13 @@ from onemodel.labels import load_labels
 from onemodel.logconfig import configure_logging
 from onemodel.manager import ModelService, create_server
 from onemodel.metrics import ServerMetrics
-from onemodel.settings import PREPROCESS_MODES, PRECISIONS, Settings, parse_address, read_authkey_file
+from onemodel.settings import (
+    PRECISIONS,
+    PREPROCESS_MODES,
+    Settings,
+    parse_address,
+    read_authkey_file,
+)
 
 logger = logging.getLogger("onemodel.server")
 
@@ -93,7 +99,7 @@ def run(settings: Settings) -> int:
     logger.info("stopping: finishing the running batch")
     service.set_stopping()
     batcher.stop()
-    server.stop_event.set()
+    server.stop_event.set()  # type: ignore[attr-defined]
     return 0
 
 

@@ -157,13 +157,13 @@ class Settings:
         if not self.authkey:
             raise ConfigError(
                 "no authkey: set MODEL_SERVER_AUTHKEY or MODEL_SERVER_AUTHKEY_FILE "
-                "(generate one with: python -c \"import secrets; print(secrets.token_hex(32))\")"
+                '(generate one with: python -c "import secrets; print(secrets.token_hex(32))")'
             )
         if address is not None and address.is_tcp and len(self.authkey) < MIN_TCP_AUTHKEY_BYTES:
             raise ConfigError(
                 f"the authkey is {len(self.authkey)} bytes; a TCP model server needs at least "
                 f"{MIN_TCP_AUTHKEY_BYTES} (generate one with: "
-                "python -c \"import secrets; print(secrets.token_hex(32))\")"
+                'python -c "import secrets; print(secrets.token_hex(32))")'
             )
         return self.authkey
 

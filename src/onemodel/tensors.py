@@ -167,8 +167,7 @@ def decode_tensor(raw: Mapping[str, Any], binary: bytes | memoryview | None = No
         data = decode_json_data(raw["data"], datatype, shape, name)
     else:
         raise InvalidRequestError(
-            f"input {name!r} has no 'data' and no binary_data_size (shared memory is not "
-            "supported)"
+            f"input {name!r} has no 'data' and no binary_data_size (shared memory is not supported)"
         )
     return Tensor(name=name, datatype=datatype, shape=shape, data=data, parameters=parameters)
 
