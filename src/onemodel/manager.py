@@ -83,10 +83,12 @@ class _Listener(connection.Listener):
 def _client(
     address: tuple[str, int] | str, family: str | None = None, authkey: bytes | None = None
 ) -> connection.Connection:
-    """Connect like ``multiprocessing.connection.Client``, with NODELAY and bounded handshake.
+    """Connect like ``multiprocessing.connection.Client``, with NODELAY and bounded waits.
 
     A stopped (SIGSTOP) or wedged server still accepts TCP/Unix connections into its backlog,
-    so an unbounded handshake would hang the caller; here it fails after a few seconds.
+    so an unbounded handshake would hang the caller; here it fails after a few seconds. The
+    timeouts stay on afterwards: the manager's own set-up calls (dummy, create, incref,
+    accept_connection) read their replies without one, and predictions poll before reading.
     """
     is_tcp = isinstance(address, tuple)
     sock = socket.socket(socket.AF_INET if is_tcp else socket.AF_UNIX, socket.SOCK_STREAM)
@@ -103,7 +105,6 @@ def _client(
         if authkey is not None:
             connection.answer_challenge(conn, authkey)
             connection.deliver_challenge(conn, authkey)
-        _set_socket_options(conn.fileno(), nodelay=is_tcp, timeout_s=None)
     except BaseException:
         conn.close()
         raise
@@ -357,13 +358,21 @@ class ModelProxy(managers.BaseProxy):
         except AttributeError:
             self._connect()  # type: ignore[attr-defined]
             conn = tls.connection
-        conn.send((self._id, method, args, {}))  # type: ignore[attr-defined]
-        if not conn.poll(timeout_s):
+        try:
+            conn.send((self._id, method, args, {}))  # type: ignore[attr-defined]
+            answered = conn.poll(timeout_s)
+            if answered:
+                kind, result = conn.recv()
+        except BaseException:
+            # Half a message may have gone or come: this connection is unusable.
+            del tls.connection
+            conn.close()
+            raise
+        if not answered:
             # A late reply would desynchronise this connection: drop it, reconnect next time.
             del tls.connection
             conn.close()
             raise InferenceTimeoutError(f"the model server did not answer within {timeout_s:g} s")
-        kind, result = conn.recv()
         if kind == "#RETURN":
             return result
         raise managers.convert_to_error(kind, result)  # type: ignore[attr-defined]
@@ -439,9 +448,13 @@ class ModelClient:
                 return proxy.call(method, args, timeout_s)
             except OneModelError:
                 raise
+            except (TimeoutError, BlockingIOError) as error:
+                # Stopped or wedged, not gone: a second attempt would wait as long again, and
+                # the proxy stays valid for when it resumes.
+                raise ModelUnavailableError(_describe_connect_error(error)) from None
             except (OSError, EOFError, managers.RemoteError) as error:
                 self._discard(generation)
-                logger.warning(
+                logger.debug(
                     "lost the model server at %s (%s); attempt %d",
                     self._address,
                     type(error).__name__,

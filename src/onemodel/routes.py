@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from onemodel.app import runtime
-from onemodel.errors import ModelUnavailableError, OneModelError
+from onemodel.errors import InferenceTimeoutError, ModelUnavailableError, OneModelError
 from onemodel.metrics import CONTENT_TYPE, model_server_up_text
 from onemodel.predictions import predict_upload
 from onemodel.uploads import read_upload
@@ -46,7 +46,8 @@ def readyz() -> ResponseReturnValue:
     """Readiness: 200 with model details when the model server is reachable and ready."""
     try:
         info = runtime().predictor.info()
-    except ModelUnavailableError as error:
+    except (ModelUnavailableError, InferenceTimeoutError) as error:
+        # A hung model server times out: for a readiness probe that means "not ready".
         return jsonify(ready=False, reason=error.message), 503, {"Retry-After": "1"}
     if not info.get("ready"):
         reason = info.get("reason") or "the model server is not ready"

@@ -15,6 +15,12 @@ def read_upload(request: Request) -> bytes:
     mimetype = request.mimetype
     if mimetype == "multipart/form-data":
         upload = request.files.get(FIELD)
+        if upload is None and not request.files and not request.form:
+            # Werkzeug drops a form it cannot parse without saying why.
+            raise InvalidRequestError(
+                "the multipart body has no parts or could not be parsed (check the boundary; "
+                "part headers, file names included, must be UTF-8)"
+            )
         if upload is None:
             others = sorted(request.files.keys())
             hint = f" (got file fields: {', '.join(others)})" if others else ""
