@@ -18,10 +18,13 @@ bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}
 # core. Workers only decode and resize images, so they are small (no TensorFlow).
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 
-# Threads per worker. Default 4; typical 2-8. Each thread holds its own connection to the
+# Threads per worker. Default 8; typical 4-16. Each thread holds its own connection to the
 # model server, so workers x threads requests can wait in the model server's batch queue
-# at once: that is what lets batches fill (keep it >= MAX_BATCH_SIZE in total).
-threads = int(os.environ.get("WEB_THREADS", "4"))
+# at once: that is what lets batches fill (keep it >= MAX_BATCH_SIZE in total). A gthread
+# worker accepts more keep-alive connections than it has threads and the kernel does not
+# spread them evenly, so give each worker enough threads for its share of clients (the
+# benchmark found few threads per worker left requests waiting in workers, not batched).
+threads = int(os.environ.get("WEB_THREADS", "8"))
 
 # Threaded workers ("gthread") so one worker keeps several requests in flight.
 worker_class = "gthread"
@@ -85,6 +88,9 @@ def _prepare_metrics_directory() -> None:
 def on_starting(server: Any) -> None:
     """Start a private model server unless MODEL_SERVER_ADDRESS names an external one."""
     global _embedded
+    from onemodel.memory import limit_malloc_arenas  # noqa: PLC0415
+
+    limit_malloc_arenas()  # before any worker thread exists; workers inherit it
     _prepare_metrics_directory()
     if os.environ.get("MODEL_SERVER_ADDRESS", "").strip():
         server.log.info("using the model server at %s", os.environ["MODEL_SERVER_ADDRESS"])

@@ -50,12 +50,14 @@ class BatchRecord:
 class Batcher:
     """Run ``predict_batch`` on batches formed from concurrently submitted image arrays.
 
-    A batch takes everything already queued, up to ``max_batch_size`` images. It waits up
-    to ``max_delay_ms`` (counted from when its first request arrived) for more only while
-    it is smaller than the previous batch: a lone request on an idle model runs at once,
-    while under steady concurrent load each batch waits for the callers the previous batch
-    just answered. The queue holds at most ``max_queue`` images; beyond that ``submit``
-    refuses at once with OverloadedError.
+    A batch takes everything already queued, up to ``max_batch_size`` images. It then waits
+    for more only while it is smaller than the number of callers recently active (the
+    previous batch plus what queued while it ran), and at most ``max_delay_ms`` counted from
+    when the model became free (or from the first request's arrival, if later). So a lone
+    request on an idle model runs at once, while under steady load a batch waits a few
+    milliseconds for the callers the previous batch just answered, and two half batches
+    that formed while the model was busy merge back into one. The queue holds at most
+    ``max_queue`` images; beyond that ``submit`` refuses at once with OverloadedError.
     """
 
     def __init__(
@@ -76,7 +78,9 @@ class Batcher:
         self._on_batch = on_batch
         self._queue: collections.deque[_Job] = collections.deque()
         self._queued_images = 0
-        self._previous_batch_size = 1
+        # Callers seen in the last round (batch + queued meanwhile) and when the model freed.
+        self._expected_callers = 1
+        self._free_since = float("-inf")
         self._condition = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -140,8 +144,8 @@ class Batcher:
             size = self._take_queued(jobs, 0)
             if not jobs:
                 return jobs
-            target = min(self._max_batch_size, self._previous_batch_size)
-            wait_until = jobs[0].enqueued_at + self._max_delay_s
+            target = min(self._max_batch_size, self._expected_callers)
+            wait_until = max(jobs[0].enqueued_at, self._free_since) + self._max_delay_s
             while size < target and not self._stopping:
                 remaining = wait_until - self._clock()
                 if remaining <= 0:
@@ -195,7 +199,11 @@ class Batcher:
                 job.future.set_result(outputs[offset : offset + job.size])
                 offset += job.size
         finished = self._clock()
-        self._previous_batch_size = batch.shape[0]
+        with self._condition:
+            self._expected_callers = min(
+                self._max_batch_size, int(batch.shape[0]) + self._queued_images
+            )
+            self._free_since = finished
         if self._on_batch is not None:
             self._on_batch(
                 BatchRecord(

@@ -18,6 +18,7 @@ from onemodel.errors import OneModelError
 from onemodel.labels import load_labels
 from onemodel.logconfig import configure_logging
 from onemodel.manager import ModelService, create_server
+from onemodel.memory import limit_malloc_arenas
 from onemodel.metrics import ServerMetrics
 from onemodel.settings import (
     PRECISIONS,
@@ -179,6 +180,7 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python model_server.py``."""
     configure_logging()
+    limit_malloc_arenas()
     try:
         settings = parse_settings(argv)
         return run(settings)

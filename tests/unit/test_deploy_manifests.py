@@ -214,7 +214,7 @@ def test_workload_commands_and_images() -> None:
     assert env_of(server)["MODEL_WEIGHTS"] == "imagenet"
     assert int(env_of(server)["MAX_BATCH_SIZE"]) >= 1
     web_env = env_of(web)
-    assert (web_env["WEB_CONCURRENCY"], web_env["WEB_THREADS"]) == ("2", "4")
+    assert (web_env["WEB_CONCURRENCY"], web_env["WEB_THREADS"]) == ("2", "8")
     assert get("Deployment", WEB)["spec"]["replicas"] == 2
     assert pod_spec(get("Deployment", MODEL_SERVER))["terminationGracePeriodSeconds"] == 30
     assert pod_spec(get("Deployment", WEB))["terminationGracePeriodSeconds"] == 35

@@ -1,0 +1,407 @@
+"""Render a run's results: terminal table, JSON files, markdown summary and PNG chart."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from targets import Verdict
+
+MIB = 2**20
+GIB = 2**30
+SYSTEM_ORDER = ("tutorial", "naive", "onemodel")
+COLORS = {"ceiling": "black", "tutorial": "tab:orange", "naive": "tab:red", "onemodel": "tab:blue"}
+UPLOAD_STYLES = {"224": "-", "large": "--"}
+
+
+# --- tables ---------------------------------------------------------------------------
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Return a fixed-width text table."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
+        for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Return a GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(str(h) for h in headers) + " |"]
+    lines.append("|" + "|".join("---" for _ in headers) + "|")
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+RATE_MARKS = {"steady": "", "littles_law": " †", "counted": " *"}
+PERF_HEADERS = (
+    "system",
+    "upload",
+    "c / batch",
+    "img/s",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "errors",
+    "other CPU",
+)
+
+
+def perf_rows(panel: dict[str, Any]) -> list[list[object]]:
+    """Return the throughput/latency rows of one panel: ceiling batches, then each system."""
+    rows: list[list[object]] = []
+    ceiling = panel.get("ceiling", {})
+    if "error" in ceiling:
+        rows.append(["ceiling", "-", "-", "failed", "-", "-", "-", "-", "-"])
+    for batch in ceiling.get("batches", []):
+        rows.append(
+            [
+                "ceiling",
+                "-",
+                f"b={batch['batch']}",
+                _num(batch["images_per_s"]),
+                _num(batch["latency_ms_p50"]),
+                _num(batch["latency_ms_p95"]),
+                _num(batch["latency_ms_p99"]),
+                "-",
+                _percent(ceiling.get("other_cpu_share")),
+            ]
+        )
+    for name in SYSTEM_ORDER:
+        served = panel.get("systems", {}).get(name)
+        if served is None:
+            continue
+        if "error" in served:
+            rows.append([name, "-", "-", "failed: " + _first_line(served["error"]), *["-"] * 5])
+            continue
+        for point in served.get("points", []):
+            latency = point["latency_ms"]
+            mark = RATE_MARKS.get(point.get("rate_method", ""), "")
+            rows.append(
+                [
+                    _system_label(name, served),
+                    point["upload"],
+                    f"c={point['concurrency']}",
+                    _num(point["images_per_s"]) + mark,
+                    _num(latency["p50"]),
+                    _num(latency["p95"]),
+                    _num(latency["p99"]),
+                    point["errors"],
+                    _percent(point.get("other_cpu_share")),
+                ]
+            )
+    return rows
+
+
+MEMORY_HEADERS = ("system", "total RSS MiB", "total PSS MiB", "RSS by role (MiB)")
+
+
+def memory_rows(panel: dict[str, Any]) -> list[list[object]]:
+    """Return the memory rows of one panel (RSS summed over unique pids, measured after load)."""
+    rows: list[list[object]] = []
+    ceiling = panel.get("ceiling", {})
+    if "rss_bytes" in ceiling:
+        rows.append(
+            [
+                "ceiling (1 process)",
+                _mib(ceiling["rss_bytes"]),
+                _mib(ceiling["pss_bytes"]),
+                f"process {_mib(ceiling['rss_bytes'])}",
+            ]
+        )
+    for name in SYSTEM_ORDER:
+        memory = panel.get("systems", {}).get(name, {}).get("memory")
+        if memory:
+            rows.append(
+                [
+                    _system_label(name, panel["systems"][name]),
+                    _mib(memory["rss_bytes"]),
+                    _mib(memory["pss_bytes"]),
+                    _roles(memory["roles"]),
+                ]
+            )
+    return rows
+
+
+CPU_HEADERS = ("system", "upload", "c", "CPU ms per request, by process role")
+
+
+def cpu_rows(panel: dict[str, Any]) -> list[list[object]]:
+    """Return where CPU time went per request at each system's highest concurrency."""
+    rows: list[list[object]] = []
+    for name in SYSTEM_ORDER:
+        served = panel.get("systems", {}).get(name, {})
+        points = served.get("points", [])
+        for upload in dict.fromkeys(p["upload"] for p in points):
+            top = max((p for p in points if p["upload"] == upload), key=lambda p: p["concurrency"])
+            cpu = ", ".join(f"{role} {ms:.1f}" for role, ms in top["cpu_ms_per_request"].items())
+            rows.append([_system_label(name, served), upload, top["concurrency"], cpu])
+    return rows
+
+
+SWEEP_HEADERS = (
+    "model",
+    "workers",
+    "threads",
+    "c",
+    "img/s",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "errors",
+    "total RSS MiB",
+)
+
+
+def sweep_rows(sweep: list[dict[str, Any]]) -> list[list[object]]:
+    """Return one row per onemodel web-tier shape tried."""
+    rows: list[list[object]] = []
+    for entry in sweep:
+        head = [
+            f"{entry['model']}/{entry['precision']}",
+            entry["workers"],
+            entry["threads"],
+            entry["concurrency"],
+        ]
+        if "error" in entry:
+            rows.append([*head, "failed: " + _first_line(entry["error"]), "-", "-", "-", "-", "-"])
+            continue
+        point, latency = entry["point"], entry["point"]["latency_ms"]
+        rows.append(
+            [
+                *head,
+                _num(point["images_per_s"]),
+                _num(latency["p50"]),
+                _num(latency["p95"]),
+                _num(latency["p99"]),
+                point["errors"],
+                _mib(entry["memory"]["rss_bytes"]),
+            ]
+        )
+    return rows
+
+
+TARGET_HEADERS = ("target", "wanted", "measured", "verdict")
+
+
+def target_rows(verdicts: list[Verdict]) -> list[list[object]]:
+    """Return one row per target with its verdict."""
+    words = {True: "met", False: "**missed**", None: "not measured"}
+    rows: list[list[object]] = []
+    for verdict in verdicts:
+        word = words[verdict.met]
+        if verdict.met is not None and not verdict.reliable:
+            share = 100 * (verdict.other_cpu_share or 0.0)
+            word += f" (unreliable: other work used {share:.0f}% CPU)"
+        rows.append([verdict.name, verdict.wanted, verdict.measured, word])
+    return rows
+
+
+# --- outputs ----------------------------------------------------------------------------
+
+
+def terminal_report(results: dict[str, Any], verdicts: list[Verdict]) -> str:
+    """Return the whole report as plain text for the terminal."""
+    parts = []
+    for panel in results["panels"]:
+        title = f"{panel['model']} / {panel['precision']}"
+        parts += [
+            f"\n=== {title}: throughput and latency",
+            text_table(PERF_HEADERS, perf_rows(panel)),
+        ]
+        parts += [
+            f"\n=== {title}: memory after load",
+            text_table(MEMORY_HEADERS, memory_rows(panel)),
+        ]
+    if results.get("sweep"):
+        parts += [
+            "\n=== onemodel web-tier sweep",
+            text_table(SWEEP_HEADERS, sweep_rows(results["sweep"])),
+        ]
+    plain = [[*row[:3], str(row[3]).replace("*", "")] for row in target_rows(verdicts)]
+    parts += ["\n=== targets", text_table(TARGET_HEADERS, plain)]
+    return "\n".join(parts)
+
+
+def markdown_report(results: dict[str, Any], verdicts: list[Verdict]) -> str:
+    """Return the markdown summary the README embeds."""
+    meta = results["meta"]
+    box = meta["machine"]
+    lines = [
+        "## Benchmark",
+        "",
+        f"Measured {meta['finished_at']} ({meta['mode']} mode, `python bench/run.py"
+        f"{' --quick' if meta['mode'] == 'quick' else ''}`) on {box['cpu_model']}, "
+        f"{box['cores']} cores, {box['ram_bytes'] / GIB:.0f} GiB RAM ({box['os']}, Python "
+        f"{box['python']}; load average {_load(meta['load_average_start'])} at start, "
+        f"{_load(meta['load_average_end'])} at end). Versions: {_versions(meta['versions'])}.",
+        "",
+        f"Each served point runs wrk for {_durations(results)} with `threads = min(c, 2)`, "
+        "`connections = c`, posting one JPEG as multipart field `file` to 127.0.0.1. img/s "
+        "is the steady-state completion rate: from the first completion after the first "
+        "round and after 20 % of the run, over a whole number of rounds of c completions "
+        "(`†`: too few completions, c / mean latency instead; `*`: completed / duration). "
+        "Latency percentiles are wrk's, over the whole run. The ceiling is "
+        "`predict_on_batch` in one process on already decoded, preprocessed input "
+        "(img/s = batch / mean call time). `224` is a 224x224 JPEG, `large` a 4000x3000 "
+        f"JPEG. onemodel runs {meta['web_workers']} gthread workers x {meta['web_threads']} "
+        "threads and one model server with its default batching settings. RSS is summed over "
+        "the unique processes of each system's tree after its load (PSS counts shared pages "
+        "once). `other CPU`: share of the machine's CPU used meanwhile by processes outside "
+        "the measured system and wrk (the machine is shared).",
+        "",
+        "### Targets",
+        "",
+        markdown_table(TARGET_HEADERS, target_rows(verdicts)),
+    ]
+    for panel in results["panels"]:
+        title = f"{panel['model']} / {panel['precision']}"
+        lines += ["", f"### {title}", "", markdown_table(PERF_HEADERS, perf_rows(panel))]
+        lines += ["", markdown_table(MEMORY_HEADERS, memory_rows(panel))]
+        cpu = cpu_rows(panel)
+        if cpu:
+            lines += ["", markdown_table(CPU_HEADERS, cpu)]
+    if results.get("sweep"):
+        lines += [
+            "",
+            "### onemodel web-tier shapes at c=16 (224 JPEG)",
+            "",
+            markdown_table(SWEEP_HEADERS, sweep_rows(results["sweep"])),
+        ]
+    lines += ["", "![throughput and p95 latency](bench/results/latest.png)", ""]
+    return "\n".join(lines)
+
+
+def write_json(results: dict[str, Any], directory: Path, stamp: str) -> Path:
+    """Write <stamp>.json and latest.json atomically; return the stamped path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2, sort_keys=False) + "\n"
+    stamped = directory / f"{stamp}.json"
+    for path in (stamped, directory / "latest.json"):
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    return stamped
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Draw throughput and p95 latency against concurrency, one row per model/precision."""
+    import matplotlib  # noqa: PLC0415  (slow import, only when writing the chart)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    panels = results["panels"]
+    figure, axes = plt.subplots(len(panels), 2, figsize=(12, 3.8 * len(panels)), squeeze=False)
+    for row, panel in enumerate(panels):
+        _plot_panel(panel, axes[row][0], axes[row][1])
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _plot_panel(panel: dict[str, Any], rate_axis: Any, latency_axis: Any) -> None:
+    title = f"{panel['model']} / {panel['precision']}"
+    batches = panel.get("ceiling", {}).get("batches", [])
+    if batches:
+        sizes = [b["batch"] for b in batches]
+        style = {
+            "color": COLORS["ceiling"],
+            "linestyle": ":",
+            "marker": "s",
+            "label": "ceiling (batch)",
+        }
+        rate_axis.plot(sizes, [b["images_per_s"] for b in batches], **style)
+        latency_axis.plot(sizes, [b["latency_ms_p95"] for b in batches], **style)
+    for name in SYSTEM_ORDER:
+        points = panel.get("systems", {}).get(name, {}).get("points", [])
+        for upload in dict.fromkeys(p["upload"] for p in points):
+            chosen = sorted(
+                (p for p in points if p["upload"] == upload), key=lambda p: p["concurrency"]
+            )
+            style = {
+                "color": COLORS[name],
+                "linestyle": UPLOAD_STYLES.get(upload, "-"),
+                "marker": "o",
+                "label": f"{name} ({upload})",
+            }
+            xs = [p["concurrency"] for p in chosen]
+            rate_axis.plot(xs, [p["images_per_s"] for p in chosen], **style)
+            latency_axis.plot(xs, [p["latency_ms"]["p95"] for p in chosen], **style)
+    for axis, label in ((rate_axis, "images/s"), (latency_axis, "p95 latency (ms)")):
+        axis.set_title(f"{title}: {label}")
+        axis.set_xlabel("concurrency (ceiling: batch size)")
+        axis.set_ylabel(label)
+        axis.set_xscale("log", base=2)
+        axis.set_xticks([1, 4, 8, 16], labels=["1", "4", "8", "16"])
+        axis.grid(True, alpha=0.3)
+        axis.set_yscale("log")
+    rate_axis.legend(fontsize=7)
+
+
+# --- formatting -------------------------------------------------------------------------
+
+
+def _num(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.0f}%"
+
+
+def _mib(value: int) -> str:
+    return f"{value / MIB:.0f}"
+
+
+def _roles(roles: dict[str, dict[str, int]]) -> str:
+    parts = []
+    for role, entry in sorted(roles.items()):
+        count, total = entry["processes"], entry["rss_bytes"]
+        if count > 1:
+            parts.append(f"{role} {count} x {total / count / MIB:.0f} = {_mib(total)}")
+        else:
+            parts.append(f"{role} {_mib(total)}")
+    return "; ".join(parts)
+
+
+def _system_label(name: str, served: dict[str, Any]) -> str:
+    config = served.get("config") or {}
+    if name == "onemodel" and config:
+        return f"onemodel {config['workers']}x{config['threads']}"
+    return {"naive": "naive 4 sync", "tutorial": "tutorial"}.get(name, name)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:80] if text.strip() else "error"
+
+
+def _load(values: list[float]) -> str:
+    return "/".join(f"{v:.1f}" for v in values)
+
+
+def _versions(found: dict[str, str]) -> str:
+    return ", ".join(f"{name} {version}" for name, version in found.items())
+
+
+def _durations(results: dict[str, Any]) -> str:
+    seen = {(p["model"], p["duration_s"]) for p in results["panels"]}
+    return ", ".join(f"{seconds:g} s ({model})" for model, seconds in sorted(seen))

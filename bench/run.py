@@ -1,0 +1,172 @@
+"""Benchmark onemodel against its baselines: ``python bench/run.py [--quick]`` (bench/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import assets
+import environment
+import report
+from plan import SYSTEMS, Plan, build_plan
+from runner import RunConfig, Runner, log_line
+from targets import evaluate
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+MODELS = ("tiny", "vgg16")
+PRECISIONS = ("float32", "bfloat16")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="under 3 minutes: tiny model everywhere, VGG16 only at c=1 and 8",
+    )
+    parser.add_argument(
+        "--precision",
+        default=None,
+        help="comma-separated float32,bfloat16 (default: float32 in quick mode, both in full mode)",
+    )
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated tiny,vgg16")
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="comma-separated tutorial,naive,onemodel"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of load per tiny-model point (default 3 quick, 6 full)",
+    )
+    parser.add_argument(
+        "--vgg16-duration",
+        type=float,
+        default=None,
+        help="seconds of load per VGG16 point (default 6 quick, 12 full)",
+    )
+    parser.add_argument("--web-concurrency", type=int, default=4, help="onemodel workers")
+    parser.add_argument("--web-threads", type=int, default=8, help="onemodel threads per worker")
+    parser.add_argument(
+        "--no-sweep", action="store_true", help="full mode: skip trying other worker/thread counts"
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="measure nothing: re-evaluate and re-render the results in this JSON file",
+    )
+    args = parser.parse_args(argv)
+    args.precisions = _choices(
+        args.precision or ("float32" if args.quick else "float32,bfloat16"),
+        PRECISIONS,
+        "--precision",
+    )
+    args.model_list = _choices(args.models, MODELS, "--models")
+    args.system_list = _choices(args.systems, SYSTEMS, "--systems")
+    return args
+
+
+def _choices(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    chosen = tuple(item.strip() for item in text.split(",") if item.strip())
+    unknown = [item for item in chosen if item not in allowed]
+    if unknown or not chosen:
+        raise SystemExit(f"{flag}: choose from {', '.join(allowed)} (got {text!r})")
+    return chosen
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """Turn the options into the list of measurements."""
+    return build_plan(
+        quick=args.quick,
+        models=args.model_list,
+        precisions=args.precisions,
+        tiny_duration_s=args.duration or (3.0 if args.quick else 6.0),
+        vgg16_duration_s=args.vgg16_duration or (6.0 if args.quick else 12.0),
+        sweep=not args.no_sweep,
+        systems=args.system_list,
+    )
+
+
+def _stop_on_sigterm() -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # unwinds into the launcher, which stops every process
+
+    signal.signal(signal.SIGTERM, handle)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Prepare the inputs, measure the plan, and return results with their metadata."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    started = time.time()
+    load_start = [round(v, 2) for v in os.getloadavg()]
+    log_line("preparing the tiny model and the JPEG uploads")
+    config = RunConfig(
+        model_paths={"tiny": str(assets.ensure_tiny_model()), "vgg16": "vgg16"},
+        uploads=assets.ensure_uploads(),
+        web_workers=args.web_concurrency,
+        web_threads=args.web_threads,
+        log_dir=assets.CACHE / "logs" / stamp,
+    )
+    plan = make_plan(args)
+    log_line(f"{plan.mode} run, logs in {config.log_dir}")
+    measured = Runner(plan, config).run()
+    meta = {
+        "stamp": stamp,
+        "mode": plan.mode,
+        "started_at": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "elapsed_s": round(time.time() - started, 1),
+        "machine": environment.machine(),
+        "versions": environment.versions(),
+        "load_average_start": load_start,
+        "load_average_end": [round(v, 2) for v in os.getloadavg()],
+        "web_workers": args.web_concurrency,
+        "web_threads": args.web_threads,
+        "uploads": {
+            name: {"file": u.path.name, "width": u.width, "height": u.height, "bytes": u.size_bytes}
+            for name, u in config.uploads.items()
+        },
+    }
+    return {"meta": meta, **measured}
+
+
+def publish(results: dict[str, Any], directory: Path) -> None:
+    """Print the table and write the JSON, markdown and PNG outputs."""
+    verdicts = evaluate(results)
+    results["targets"] = [verdict.as_dict() for verdict in verdicts]
+    print(report.terminal_report(results, verdicts))
+    stamped = report.write_json(results, directory, results["meta"]["stamp"])
+    report.write_text(directory / "latest.md", report.markdown_report(results, verdicts))
+    report.plot(results, directory / "latest.png")
+    log_line(f"wrote {stamped}, latest.json, latest.md and latest.png in {directory}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = parse_args(argv)
+    if args.from_json:
+        publish(json.loads(args.from_json.read_text()), args.results)
+        return 0
+    _stop_on_sigterm()
+    try:
+        results = run(args)
+    except KeyboardInterrupt:
+        log_line("interrupted: every started process was stopped")
+        return 130
+    publish(results, args.results)
+    log_line(f"done in {results['meta']['elapsed_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
