@@ -45,13 +45,13 @@ def load_classifier(settings: Settings) -> Classifier:
 
     keras.mixed_precision.set_global_policy("float32")
     if settings.model_path == "vgg16":
-        model = _build_vgg16(keras, settings.weights)
+        model = _build_vgg16(keras, settings.weights, settings.precision)
         name = "vgg16"
     else:
         model = _load_model_file(keras, settings.model_path)
         name = Path(settings.model_path).stem
-    if settings.precision == "bfloat16":
-        model = rebuild_with_policy(keras, model, "mixed_bfloat16")
+        if settings.precision == "bfloat16":
+            model = rebuild_with_policy(keras, model, "mixed_bfloat16")
     input_size, num_classes = _describe(model)
     return Classifier(
         name=name,
@@ -77,22 +77,22 @@ def cpu_bfloat16_flags(cpuinfo_path: str = "/proc/cpuinfo") -> list[str]:
     return sorted(flags & {"amx_bf16", "amx_tile", "avx512_bf16"})
 
 
-def _build_vgg16(keras: Any, weights: str) -> Any:
+def _build_vgg16(keras: Any, weights: str, precision: str) -> Any:
     if weights == "random":
         logger.warning(
             "MODEL_WEIGHTS=random: VGG16 is randomly initialised and its predictions are "
             "MEANINGLESS. Use it only for demos, tests and benchmarks."
         )
-        return keras.applications.VGG16(weights=None)
+        return _vgg16(keras, precision, weights=None)
     if weights == "imagenet":
         cached = _cached_imagenet_weights()
         if cached is not None:
             # Used directly: Keras would ignore a cache on a read-only filesystem and download.
             logger.info("loading VGG16 ImageNet weights from %s", cached)
-            return keras.applications.VGG16(weights=cached)
+            return _vgg16(keras, precision, weights=cached)
         logger.info("downloading the VGG16 ImageNet weights once (528 MB) into the Keras cache")
         try:
-            return keras.applications.VGG16(weights="imagenet")
+            return _vgg16(keras, precision, weights="imagenet")
         except Exception as error:  # Keras raises plain Exception for a failed download
             raise ModelLoadError(
                 "could not download the VGG16 ImageNet weights "
@@ -106,9 +106,26 @@ def _build_vgg16(keras: Any, weights: str) -> Any:
             f"MODEL_WEIGHTS={weights!r} is not 'imagenet', 'random' or an existing weights file"
         )
     try:
-        return keras.applications.VGG16(weights=weights)
+        return _vgg16(keras, precision, weights=weights)
     except (ValueError, OSError) as error:
         raise ModelLoadError(f"MODEL_WEIGHTS={weights!r} does not fit VGG16: {error}") from None
+
+
+def _vgg16(keras: Any, precision: str, weights: str | None) -> Any:
+    """Build VGG16; in bfloat16, directly under the mixed policy with a float32 softmax.
+
+    Built this way rather than rebuilt from a float32 copy: the copy would stay resident
+    (measured: +870 MB).
+    """
+    if precision != "bfloat16":
+        return keras.applications.VGG16(weights=weights)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        base = keras.applications.VGG16(weights=weights, classifier_activation=None)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="softmax")(base.output)
+    return keras.Model(base.input, outputs, name="vgg16")
 
 
 def _cached_imagenet_weights() -> str | None:
@@ -139,21 +156,15 @@ def rebuild_with_policy(keras: Any, model: Any, policy: str) -> Any:
     """Rebuild a float32 model so its layers compute under a dtype policy; copy the weights.
 
     A loaded model keeps the policy it was saved with, so setting the global policy is not
-    enough. Input layers and the last layer stay float32: the softmax and the outputs are
-    computed in full precision, as Keras's mixed-precision guide recommends.
+    enough. The model is rebuilt from its config (not cloned: a clone kept the float32
+    original resident, +870 MB for VGG16). Input layers and the last layer stay float32: the
+    softmax and the outputs are computed in full precision, as Keras's mixed-precision
+    guide recommends.
     """
-    last_layer = model.layers[-1].name
-
-    def clone_layer(layer: Any) -> Any:
-        if isinstance(layer, keras.Model):
-            return keras.models.clone_model(layer, clone_function=clone_layer)
-        config = layer.get_config()
-        if "dtype" in config and layer.name != last_layer:
-            config["dtype"] = policy
-        return layer.__class__.from_config(config)
-
     try:
-        clone = keras.models.clone_model(model, clone_function=clone_layer)
+        config = model.get_config()
+        _set_policy(config, policy, keep=model.layers[-1].name)
+        clone = model.__class__.from_config(config)
     except Exception as error:  # subclassed models cannot be rebuilt from their config
         raise ModelLoadError(
             "MODEL_PRECISION=bfloat16 needs a functional or Sequential model that Keras can "
@@ -161,6 +172,17 @@ def rebuild_with_policy(keras: Any, model: Any, policy: str) -> Any:
         ) from None
     clone.set_weights(model.get_weights())
     return clone
+
+
+def _set_policy(config: dict[str, Any], policy: str, keep: str | None) -> None:
+    """Set the dtype policy of every layer in a model config, nested models included."""
+    for layer in config.get("layers", []):
+        inner = layer.get("config", {})
+        if "layers" in inner:
+            _set_policy(inner, policy, keep=None)
+        elif layer.get("class_name") != "InputLayer" and inner.get("name") != keep:
+            if "dtype" in inner:
+                inner["dtype"] = policy
 
 
 def _describe(model: Any) -> tuple[tuple[int, int], int]:

@@ -63,7 +63,9 @@ def test_vgg16_bfloat16_layers() -> None:
     by_name = {layer.name: layer for layer in classifier.keras_model.layers}
     assert by_name["block5_conv3"].dtype_policy.compute_dtype == "bfloat16"
     assert by_name["fc1"].dtype_policy.compute_dtype == "bfloat16"
-    assert by_name["predictions"].dtype_policy.compute_dtype == "float32"
+    assert by_name["predictions"].dtype_policy.compute_dtype == "bfloat16"  # logits
+    last = classifier.keras_model.layers[-1]
+    assert last.name == "softmax" and last.dtype_policy.compute_dtype == "float32"
     scores = classifier.predict(np.zeros((1, 224, 224, 3), np.uint8))
     assert scores.shape == (1, 1000) and scores.dtype == np.float32
 
@@ -96,3 +98,21 @@ def test_cpu_bfloat16_flags(tmp_path: Path) -> None:
     cpuinfo.write_text("flags\t\t: fpu sse2 avx2\n")
     assert cpu_bfloat16_flags(str(cpuinfo)) == []
     assert cpu_bfloat16_flags(str(tmp_path / "missing")) == []
+
+
+def test_bfloat16_sequential_model_file(tmp_path: Path) -> None:
+    path = tmp_path / "sequential.keras"
+    keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    ).save(path)
+    classifier = load_classifier(Settings(model_path=str(path), precision="bfloat16"))
+    layers = classifier.keras_model.layers
+    assert layers[0].dtype_policy.compute_dtype == "bfloat16"
+    assert layers[-1].dtype_policy.compute_dtype == "float32"
+    scores = classifier.predict(np.zeros((2, 16, 16, 3), np.uint8))
+    assert scores.shape == (2, 3) and scores.dtype == np.float32
