@@ -23,8 +23,18 @@ import cv2
 import numpy as np
 
 PHOTOS = (
-    "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
-    "retina", "colorwheel", "logo", "brick", "camera", "coins",
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "colorwheel",
+    "logo",
+    "brick",
+    "camera",
+    "coins",
 )
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +126,9 @@ def main() -> None:
     trained = _trained_model(keras, size, train, args.epochs)
     trained_half = rebuild_with_policy(keras, trained, "mixed_bfloat16")
     full = np.asarray(trained.predict(test_images.astype(np.float32), batch_size=16, verbose=0))
-    half = np.asarray(trained_half.predict(test_images.astype(np.float32), batch_size=16, verbose=0))
+    half = np.asarray(
+        trained_half.predict(test_images.astype(np.float32), batch_size=16, verbose=0)
+    )
     report["models"]["trained"] = _compare(full, half, test_labels)
 
     vgg_images, _ = _dataset(args.images, 224, seed=4)

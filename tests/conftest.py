@@ -16,12 +16,25 @@ TINY_SIZE = 64
 TINY_CLASSES = 10
 
 
-def build_model(path: Path, size: int = TINY_SIZE, classes: int = TINY_CLASSES, seed: int = 7) -> Path:
+def build_model(
+    path: Path, size: int = TINY_SIZE, classes: int = TINY_CLASSES, seed: int = 7
+) -> Path:
     """Build and save a small Keras classifier in a subprocess (keeps TF out of pytest)."""
     subprocess.run(
-        [PYTHON, str(ROOT / "tests" / "support" / "make_model.py"), str(path),
-         "--size", str(size), "--classes", str(classes), "--seed", str(seed)],
-        check=True, env=base_env(), timeout=300,
+        [
+            PYTHON,
+            str(ROOT / "tests" / "support" / "make_model.py"),
+            str(path),
+            "--size",
+            str(size),
+            "--classes",
+            str(classes),
+            "--seed",
+            str(seed),
+        ],
+        check=True,
+        env=base_env(),
+        timeout=300,
     )
     return path
 
@@ -48,7 +61,9 @@ def photo_rgb() -> np.ndarray:
 @pytest.fixture(scope="session")
 def photo_jpeg(photo_rgb: np.ndarray) -> bytes:
     """The real photo as JPEG bytes."""
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(photo_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(photo_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92]
+    )
     assert ok
     return encoded.tobytes()
 

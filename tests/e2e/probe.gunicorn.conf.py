@@ -11,7 +11,7 @@ exec(compile(_CONFIG.read_text(), str(_CONFIG), "exec"))
 _HEAVY = ("tensorflow", "keras", "tf_keras", "tensorboard", "jax", "torch")
 
 
-def post_request(worker, req, environ, resp):  # noqa: ANN001, ANN201
+def post_request(worker, req, environ, resp):
     """Write this worker's loaded heavy modules to $ONEMODEL_PROBE_DIR/<pid>.json."""
     loaded = sorted(name for name in sys.modules if name.split(".")[0] in _HEAVY)
     target = Path(os.environ["ONEMODEL_PROBE_DIR"]) / f"{os.getpid()}.json"

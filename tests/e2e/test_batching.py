@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import requests
 
-from tests.support.processes import PYTHON, ROOT, base_env, free_port, new_authkey, start_gunicorn, wait_ready
+from tests.support.processes import (
+    PYTHON,
+    ROOT,
+    base_env,
+    free_port,
+    new_authkey,
+    start_gunicorn,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -29,16 +37,29 @@ def test_requests_from_several_workers_share_a_model_call(tmp_path: Path) -> Non
     # A real manager server and batcher around a slow NumPy model (0.3 s per call).
     with (tmp_path / "fake.log").open("wb") as log:
         fake = subprocess.Popen(
-            [PYTHON, str(ROOT / "tests" / "support" / "fake_model_server.py"), address, "--delay-s", "0.3"],
-            env=base_env(MODEL_SERVER_AUTHKEY=key), stdout=subprocess.PIPE, stderr=log,
+            [
+                PYTHON,
+                str(ROOT / "tests" / "support" / "fake_model_server.py"),
+                address,
+                "--delay-s",
+                "0.3",
+            ],
+            env=base_env(MODEL_SERVER_AUTHKEY=key),
+            stdout=subprocess.PIPE,
+            stderr=log,
         )
         assert fake.stdout is not None and fake.stdout.readline().strip() == b"ready"
         port = free_port()
         # One thread per worker: a worker can have only one request in flight, so a model
         # call holding two or more requests necessarily served several workers at once.
         gunicorn = start_gunicorn(
-            base_env(MODEL_SERVER_ADDRESS=address, MODEL_SERVER_AUTHKEY=key), tmp_path / "gunicorn.log",
-            port, "--workers", "3", "--threads", "1",
+            base_env(MODEL_SERVER_ADDRESS=address, MODEL_SERVER_AUTHKEY=key),
+            tmp_path / "gunicorn.log",
+            port,
+            "--workers",
+            "3",
+            "--threads",
+            "1",
         )
         base_url = f"http://127.0.0.1:{port}"
         try:
@@ -46,7 +67,11 @@ def test_requests_from_several_workers_share_a_model_call(tmp_path: Path) -> Non
             values = list(range(0, 240, 10))
 
             def post(value: int) -> tuple[int, list[dict[str, object]]]:
-                response = requests.post(f"{base_url}/predict?top_k=4", files={"file": ("x.png", _png(value))}, timeout=60)
+                response = requests.post(
+                    f"{base_url}/predict?top_k=4",
+                    files={"file": ("x.png", _png(value))},
+                    timeout=60,
+                )
                 assert response.status_code == 200, response.text
                 return value, response.json()["predictions"]
 

@@ -228,7 +228,9 @@ def test_page_shows_when_the_model_server_is_not_ready(page: Any, artifacts_dir:
     page.route(
         "**/readyz",
         lambda route: route.fulfill(
-            status=503, content_type="application/json", headers={"Retry-After": "1"},
+            status=503,
+            content_type="application/json",
+            headers={"Retry-After": "1"},
             body=f'{{"ready": false, "reason": "{reason}"}}',
         ),
     )

@@ -46,10 +46,19 @@ class Deployment:
         self.probe_dir = probe_dir
 
     def post(self, path: str, data: bytes, **kwargs: Any) -> requests.Response:
-        return requests.post(f"{self.base_url}{path}", files={"file": ("photo.jpg", data, "image/jpeg")}, timeout=60, **kwargs)
+        return requests.post(
+            f"{self.base_url}{path}",
+            files={"file": ("photo.jpg", data, "image/jpeg")},
+            timeout=60,
+            **kwargs,
+        )
 
     def worker_pids(self) -> list[int]:
-        return [child.pid for child in psutil.Process(self.gunicorn.pid).children() if "gunicorn" in " ".join(child.cmdline())]
+        return [
+            child.pid
+            for child in psutil.Process(self.gunicorn.pid).children()
+            if "gunicorn" in " ".join(child.cmdline())
+        ]
 
     def pids_by_request_id(self) -> dict[str, int]:
         found = re.findall(r"pid=<(\d+)> request_id=([0-9a-f]{32})", self.gunicorn.log())
@@ -62,7 +71,16 @@ def deployment(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     directory = tmp_path_factory.mktemp("deployment")
     port = free_port()
     env = base_env(MODEL_PATH=str(tiny_model), ONEMODEL_PROBE_DIR=str(directory))
-    gunicorn = start_gunicorn(env, directory / "gunicorn.log", port, "--workers", "2", "--threads", "2", config=PROBE_CONFIG)
+    gunicorn = start_gunicorn(
+        env,
+        directory / "gunicorn.log",
+        port,
+        "--workers",
+        "2",
+        "--threads",
+        "2",
+        config=PROBE_CONFIG,
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base_url, timeout_s=120, service=gunicorn)
@@ -77,7 +95,9 @@ def _spread_over_workers(deployment: Deployment, data: bytes) -> dict[int, list[
     deadline = time.monotonic() + 60
     with ThreadPoolExecutor(8) as pool:
         while time.monotonic() < deadline:
-            responses = list(pool.map(lambda _: deployment.post("/predict?top_k=10", data), range(16)))
+            responses = list(
+                pool.map(lambda _: deployment.post("/predict?top_k=10", data), range(16))
+            )
             for response in responses:
                 assert response.status_code == 200, response.text
                 bodies[response.headers["X-Request-ID"]] = response.json()
@@ -86,6 +106,7 @@ def _spread_over_workers(deployment: Deployment, data: bytes) -> dict[int, list[
             if len(pids) >= 2:
                 break
     grouped: dict[int, list[dict[str, Any]]] = defaultdict(list)
+
     # Gunicorn writes the access line just after the response: wait for every line.
     def all_logged() -> dict[str, int] | None:
         found = deployment.pids_by_request_id()
@@ -97,7 +118,9 @@ def _spread_over_workers(deployment: Deployment, data: bytes) -> dict[int, list[
     return grouped
 
 
-def test_one_model_shared_by_every_worker_and_no_tensorflow_in_workers(deployment: Deployment, photo_jpeg: bytes) -> None:
+def test_one_model_shared_by_every_worker_and_no_tensorflow_in_workers(
+    deployment: Deployment, photo_jpeg: bytes
+) -> None:
     grouped = _spread_over_workers(deployment, photo_jpeg)
     workers = deployment.worker_pids()
     assert len(workers) == 2
@@ -131,7 +154,9 @@ def test_readyz_reports_the_model(deployment: Deployment) -> None:
     assert isinstance(info["pid"], int)
 
 
-def test_server_scores_equal_in_process_keras(deployment: Deployment, tiny_model: Path, photo_jpeg: bytes, photo_rgb: np.ndarray) -> None:
+def test_server_scores_equal_in_process_keras(
+    deployment: Deployment, tiny_model: Path, photo_jpeg: bytes, photo_rgb: np.ndarray
+) -> None:
     import cv2  # noqa: PLC0415
     import keras  # noqa: PLC0415  (this test process may load TensorFlow; workers may not)
 
@@ -143,8 +168,9 @@ def test_server_scores_equal_in_process_keras(deployment: Deployment, tiny_model
 
     array = prepare_image(photo_jpeg, (TINY_SIZE, TINY_SIZE), 10**9)
     # Colour order and decoding agree with an independent decoder (PIL decodes to RGB).
-    from PIL import Image  # noqa: PLC0415
     import io  # noqa: PLC0415
+
+    from PIL import Image  # noqa: PLC0415
 
     reference_rgb = np.asarray(Image.open(io.BytesIO(photo_jpeg)).convert("RGB"))
     reference = cv2.resize(reference_rgb, (TINY_SIZE, TINY_SIZE), interpolation=cv2.INTER_AREA)
@@ -160,7 +186,12 @@ def test_server_scores_equal_in_process_keras(deployment: Deployment, tiny_model
     ("files", "data", "headers", "status"),
     [
         ({"file": ("a.jpg", b"", "image/jpeg")}, None, None, 400),
-        ({"file": ("a.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF" + b"\x00" * 100, "image/jpeg")}, None, None, 400),
+        (
+            {"file": ("a.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF" + b"\x00" * 100, "image/jpeg")},
+            None,
+            None,
+            400,
+        ),
         ({"file": ("a.jpg", b"just some text", "image/jpeg")}, None, None, 415),
         ({"file": ("a.jpg", b"<!doctype html><html></html>", "image/jpeg")}, None, None, 415),
         ({"file": ("a.jpg", b"%PDF-1.5\n%binary", "image/jpeg")}, None, None, 415),
@@ -171,9 +202,16 @@ def test_server_scores_equal_in_process_keras(deployment: Deployment, tiny_model
     ],
 )
 def test_bad_input_gets_its_status_and_the_service_keeps_serving(
-    deployment: Deployment, photo_jpeg: bytes, files: Any, data: bytes | None, headers: dict[str, str] | None, status: int
+    deployment: Deployment,
+    photo_jpeg: bytes,
+    files: Any,
+    data: bytes | None,
+    headers: dict[str, str] | None,
+    status: int,
 ) -> None:
-    response = requests.post(f"{deployment.base_url}/predict", files=files, data=data, headers=headers, timeout=30)
+    response = requests.post(
+        f"{deployment.base_url}/predict", files=files, data=data, headers=headers, timeout=30
+    )
     assert response.status_code == status
     assert set(response.json()["error"]) == {"code", "message"}
     assert deployment.post("/predict", photo_jpeg).status_code == 200
@@ -194,7 +232,9 @@ def test_hello_and_methods(deployment: Deployment, photo_jpeg: bytes) -> None:
     assert requests.get(f"{deployment.base_url}/predict", timeout=10).status_code == 405
 
 
-def test_embedded_model_server_is_restarted_when_killed(deployment: Deployment, photo_jpeg: bytes) -> None:
+def test_embedded_model_server_is_restarted_when_killed(
+    deployment: Deployment, photo_jpeg: bytes
+) -> None:
     first = requests.get(f"{deployment.base_url}/readyz", timeout=10).json()
     workers = deployment.worker_pids()
     psutil.Process(first["pid"]).send_signal(signal.SIGKILL)
@@ -207,7 +247,11 @@ def test_embedded_model_server_is_restarted_when_killed(deployment: Deployment, 
 
     def back() -> dict[str, Any] | None:
         reply = requests.get(f"{deployment.base_url}/readyz", timeout=10)
-        return reply.json() if reply.status_code == 200 and reply.json()["pid"] != first["pid"] else None
+        return (
+            reply.json()
+            if reply.status_code == 200 and reply.json()["pid"] != first["pid"]
+            else None
+        )
 
     second = wait_until(back, 120, "the restarted model server")
     assert second["load_count"] == 1
@@ -215,11 +259,15 @@ def test_embedded_model_server_is_restarted_when_killed(deployment: Deployment, 
     assert deployment.worker_pids() == workers  # no worker was restarted
 
 
-def test_external_model_server_goes_away_and_comes_back(tiny_model: Path, tmp_path: Path, photo_jpeg: bytes) -> None:
+def test_external_model_server_goes_away_and_comes_back(
+    tiny_model: Path, tmp_path: Path, photo_jpeg: bytes
+) -> None:
     key = new_authkey()
     model_port, web_port = free_port(), free_port()
     address = f"127.0.0.1:{model_port}"
-    server_env = base_env(MODEL_PATH=str(tiny_model), MODEL_SERVER_ADDRESS=address, MODEL_SERVER_AUTHKEY=key)
+    server_env = base_env(
+        MODEL_PATH=str(tiny_model), MODEL_SERVER_ADDRESS=address, MODEL_SERVER_AUTHKEY=key
+    )
     model_server = start_model_server(server_env, tmp_path / "model1.log")
     web_env = base_env(MODEL_SERVER_ADDRESS=address, MODEL_SERVER_AUTHKEY=key)
     gunicorn = start_gunicorn(web_env, tmp_path / "gunicorn.log", web_port, "--workers", "2")
@@ -235,17 +283,24 @@ def test_external_model_server_goes_away_and_comes_back(tiny_model: Path, tmp_pa
         assert response.json()["ready"] is False
         assert "not running" in response.json()["reason"]
         assert key not in response.text
-        predict = requests.post(f"{base_url}/predict", files={"file": ("a.jpg", photo_jpeg)}, timeout=10)
+        predict = requests.post(
+            f"{base_url}/predict", files={"file": ("a.jpg", photo_jpeg)}, timeout=10
+        )
         assert predict.status_code == 503
         assert predict.headers["Retry-After"] == "1"
 
         model_server = start_model_server(server_env, tmp_path / "model2.log")
         wait_ready(base_url, timeout_s=120)
-        predict = requests.post(f"{base_url}/predict", files={"file": ("a.jpg", photo_jpeg)}, timeout=30)
+        predict = requests.post(
+            f"{base_url}/predict", files={"file": ("a.jpg", photo_jpeg)}, timeout=30
+        )
         assert predict.status_code == 200
         # Gunicorn was not restarted: same master, same workers.
         assert gunicorn.process.poll() is None
-        assert sorted(child.pid for child in psutil.Process(gunicorn.pid).children()) == master_children
+        assert (
+            sorted(child.pid for child in psutil.Process(gunicorn.pid).children())
+            == master_children
+        )
     finally:
         gunicorn.stop()
         model_server.stop()
@@ -254,7 +309,9 @@ def test_external_model_server_goes_away_and_comes_back(tiny_model: Path, tmp_pa
 
 
 def test_tcp_model_server_refuses_to_start_without_authkey(tmp_path: Path) -> None:
-    server = start_model_server(base_env(MODEL_SERVER_ADDRESS=f"127.0.0.1:{free_port()}"), tmp_path / "m.log")
+    server = start_model_server(
+        base_env(MODEL_SERVER_ADDRESS=f"127.0.0.1:{free_port()}"), tmp_path / "m.log"
+    )
     assert server.process.wait(60) == 2
     server.stop()
     assert "no authkey" in server.log()
@@ -263,7 +320,8 @@ def test_tcp_model_server_refuses_to_start_without_authkey(tmp_path: Path) -> No
 
 def test_imagenet_weights_offline_give_a_clear_message(tmp_path: Path) -> None:
     env = base_env(
-        MODEL_SERVER_ADDRESS=str(tmp_path / "m.sock"), MODEL_SERVER_AUTHKEY=new_authkey(),
+        MODEL_SERVER_ADDRESS=str(tmp_path / "m.sock"),
+        MODEL_SERVER_AUTHKEY=new_authkey(),
         KERAS_HOME=str(tmp_path / "keras"),  # an empty cache: Keras must try to download
     )
     server = start_model_server(env, tmp_path / "m.log")
@@ -288,8 +346,13 @@ def _scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], floa
     }
 
 
-def test_metrics_aggregate_every_worker_and_the_model_server(deployment: Deployment, photo_jpeg: bytes) -> None:
-    key = ("onemodel_http_requests_total", (("method", "POST"), ("route", "/predict"), ("status", "200")))
+def test_metrics_aggregate_every_worker_and_the_model_server(
+    deployment: Deployment, photo_jpeg: bytes
+) -> None:
+    key = (
+        "onemodel_http_requests_total",
+        (("method", "POST"), ("route", "/predict"), ("status", "200")),
+    )
     before = _scrape(deployment.base_url)
     grouped = _spread_over_workers(deployment, photo_jpeg)
     sent = sum(len(bodies) for bodies in grouped.values())
@@ -302,10 +365,15 @@ def test_metrics_aggregate_every_worker_and_the_model_server(deployment: Deploym
     after = _scrape(deployment.base_url)
     # Counts from both workers are summed: nothing lost, nothing doubled.
     assert after[key] - before.get(key, 0.0) == sent + 8
-    assert after[("onemodel_batch_size_count", ())] > before.get(("onemodel_batch_size_count", ()), 0.0)
+    assert after[("onemodel_batch_size_count", ())] > before.get(
+        ("onemodel_batch_size_count", ()), 0.0
+    )
     assert after[("onemodel_images_total", ())] >= sent + 8
     assert after[("onemodel_model_loads_total", ())] >= 1
     assert ("onemodel_queue_depth", ()) in after
     assert after[("onemodel_model_server_up", ())] == 1
-    assert ("onemodel_http_request_duration_seconds_bucket", (("le", "+Inf"), ("route", "/predict"))) in after
+    assert (
+        "onemodel_http_request_duration_seconds_bucket",
+        (("le", "+Inf"), ("route", "/predict")),
+    ) in after
     assert scraped_during[0][("onemodel_model_server_up", ())] == 1

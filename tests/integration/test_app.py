@@ -12,40 +12,8 @@ from flask.testing import FlaskClient
 
 from onemodel.app import create_app
 from onemodel.errors import InferenceTimeoutError, ModelUnavailableError, OverloadedError
-from onemodel.manager import ModelSpec
 from onemodel.settings import Settings
-
-
-class FakePredictor:
-    """Scores class i by how close the image's mean red value is to 25 * i."""
-
-    def __init__(self) -> None:
-        self.error: Exception | None = None
-        self.ready = True
-        self.seen: list[np.ndarray] = []
-
-    def spec(self) -> ModelSpec:
-        if self.error is not None:
-            raise self.error
-        return ModelSpec(name="fake", input_size=(16, 24), labels=[f"label_{i}" for i in range(11)])
-
-    def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
-        if self.error is not None:
-            raise self.error
-        self.seen.append(images)
-        red = images[..., 0].reshape(images.shape[0], -1).mean(axis=1)
-        scores = np.stack([1.0 / (1.0 + abs(red - 25 * i)) for i in range(11)], axis=1)
-        return (scores / scores.sum(axis=1, keepdims=True)).astype(np.float32)
-
-    def info(self) -> dict[str, Any]:
-        if self.error is not None:
-            raise self.error
-        return {"ready": self.ready, "reason": "" if self.ready else "the model is loading", "model": "fake"}
-
-    def metrics_text(self) -> bytes:
-        if self.error is not None:
-            raise self.error
-        return b"# TYPE onemodel_batch_size histogram\nonemodel_batch_size_count 3.0\n"
+from tests.support.fakes import FakePredictor
 
 
 @pytest.fixture
@@ -62,13 +30,17 @@ def client(predictor: FakePredictor) -> FlaskClient:
 def _jpeg(red: int, size: tuple[int, int] = (40, 60)) -> bytes:
     rgb = np.zeros((*size, 3), np.uint8)
     rgb[..., 0] = red
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100])
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100]
+    )
     assert ok
     return encoded.tobytes()
 
 
 def _upload(client: FlaskClient, data: bytes, path: str = "/predict", field: str = "file") -> Any:
-    return client.post(path, data={field: (io.BytesIO(data), "photo.jpg")}, content_type="multipart/form-data")
+    return client.post(
+        path, data={field: (io.BytesIO(data), "photo.jpg")}, content_type="multipart/form-data"
+    )
 
 
 def test_predict_multipart(client: FlaskClient, predictor: FakePredictor) -> None:
@@ -77,7 +49,11 @@ def test_predict_multipart(client: FlaskClient, predictor: FakePredictor) -> Non
     body = response.get_json()
     assert body["model"] == "fake"
     assert len(body["predictions"]) == 5
-    assert body["predictions"][0] == {"index": 4, "label": "label_4", "score": pytest.approx(body["predictions"][0]["score"])}
+    assert body["predictions"][0] == {
+        "index": 4,
+        "label": "label_4",
+        "score": pytest.approx(body["predictions"][0]["score"]),
+    }
     scores = [item["score"] for item in body["predictions"]]
     assert scores == sorted(scores, reverse=True)
     # The worker sent the model a compact uint8 array at the model's input size.
@@ -104,12 +80,22 @@ def test_hello_answers_top_label_as_text(client: FlaskClient) -> None:
         ({"data": b"", "content_type": "image/jpeg"}, 400, "invalid_request"),
         ({}, 400, "invalid_request"),
         ({"data": b"<html>hi</html>", "content_type": "text/html"}, 415, "unsupported_media_type"),
-        ({"data": b"%PDF-1.4 not an image", "content_type": "image/jpeg"}, 415, "unsupported_media_type"),
-        ({"data": b"\xff\xd8\xff\xe0" + b"\x00" * 50, "content_type": "image/jpeg"}, 400, "invalid_image"),
+        (
+            {"data": b"%PDF-1.4 not an image", "content_type": "image/jpeg"},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            {"data": b"\xff\xd8\xff\xe0" + b"\x00" * 50, "content_type": "image/jpeg"},
+            400,
+            "invalid_image",
+        ),
         ({"data": b"x" * 300_000, "content_type": "image/jpeg"}, 413, "payload_too_large"),
     ],
 )
-def test_bad_raw_uploads(client: FlaskClient, kwargs: dict[str, Any], status: int, code: str) -> None:
+def test_bad_raw_uploads(
+    client: FlaskClient, kwargs: dict[str, Any], status: int, code: str
+) -> None:
     response = client.post("/predict", **kwargs)
     assert response.status_code == status
     assert response.get_json()["error"]["code"] == code
@@ -178,18 +164,28 @@ def test_unknown_path_is_json_404(client: FlaskClient) -> None:
         (InferenceTimeoutError(), 504, None),
     ],
 )
-def test_model_server_errors(client: FlaskClient, predictor: FakePredictor, error: Exception, status: int, retry_after: str | None) -> None:
+def test_model_server_errors(
+    client: FlaskClient,
+    predictor: FakePredictor,
+    error: Exception,
+    status: int,
+    retry_after: str | None,
+) -> None:
     predictor.error = error
     response = client.post("/predict", data=_jpeg(10), content_type="image/jpeg")
     assert response.status_code == status
     assert response.headers.get("Retry-After") == retry_after
 
 
-def test_unexpected_error_is_a_generic_500_that_leaks_nothing(client: FlaskClient, predictor: FakePredictor) -> None:
+def test_unexpected_error_is_a_generic_500_that_leaks_nothing(
+    client: FlaskClient, predictor: FakePredictor
+) -> None:
     predictor.error = RuntimeError("secret internal detail /srv/path")
     response = client.post("/predict", data=_jpeg(10), content_type="image/jpeg")
     assert response.status_code == 500
-    assert response.get_json() == {"error": {"code": "internal_error", "message": "internal server error"}}
+    assert response.get_json() == {
+        "error": {"code": "internal_error", "message": "internal server error"}
+    }
     assert b"secret" not in response.get_data()
 
 
@@ -210,8 +206,14 @@ def test_healthz_and_readyz(client: FlaskClient, predictor: FakePredictor) -> No
 def test_request_id_is_returned_and_kept_when_sane(client: FlaskClient) -> None:
     generated = client.get("/healthz").headers["X-Request-ID"]
     assert len(generated) == 32
-    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
-    assert client.get("/healthz", headers={"X-Request-ID": "bad id\x01"}).headers["X-Request-ID"] != "bad id\x01"
+    assert (
+        client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"]
+        == "abc-123"
+    )
+    assert (
+        client.get("/healthz", headers={"X-Request-ID": "bad id\x01"}).headers["X-Request-ID"]
+        != "bad id\x01"
+    )
 
 
 def test_create_app_without_address_explains_how_to_run() -> None:
@@ -232,8 +234,24 @@ def test_metrics_count_requests_and_errors(client: FlaskClient, predictor: FakeP
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-    assert samples[("onemodel_http_requests_total", (("method", "POST"), ("route", "/predict"), ("status", "200")))] == 1
-    assert samples[("onemodel_http_requests_total", (("method", "POST"), ("route", "/predict"), ("status", "415")))] == 1
+    assert (
+        samples[
+            (
+                "onemodel_http_requests_total",
+                (("method", "POST"), ("route", "/predict"), ("status", "200")),
+            )
+        ]
+        == 1
+    )
+    assert (
+        samples[
+            (
+                "onemodel_http_requests_total",
+                (("method", "POST"), ("route", "/predict"), ("status", "415")),
+            )
+        ]
+        == 1
+    )
     assert samples[("onemodel_http_errors_total", (("code", "unsupported_media_type"),))] == 1
     assert samples[("onemodel_model_server_up", ())] == 1
     assert samples[("onemodel_batch_size_count", ())] == 3

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from onemodel.app import create_app
 from onemodel.manager import ModelSpec
 from onemodel.settings import Settings
-from tests.integration.test_app import FakePredictor
+from tests.support.fakes import FakePredictor
 from tests.support.images import (
     MULTIPART,
     hostile_corpus,

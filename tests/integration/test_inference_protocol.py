@@ -15,44 +15,10 @@ from werkzeug.test import TestResponse
 from onemodel import __version__
 from onemodel.app import create_app
 from onemodel.errors import InferenceTimeoutError, ModelUnavailableError, OverloadedError
-from onemodel.manager import ModelSpec
 from onemodel.settings import Settings
+from tests.support.fakes import CLASSES, HEIGHT, WIDTH, FakePredictor, expected_scores
 
-HEIGHT, WIDTH, CLASSES = 16, 24, 11
 INFER = "/v2/models/fake/infer"
-
-
-class FakePredictor:
-    """Scores class i by how close an image's mean red value is to 25 * i."""
-
-    def __init__(self) -> None:
-        self.error: Exception | None = None
-        self.ready = True
-        self.seen: list[np.ndarray] = []
-
-    def spec(self) -> ModelSpec:
-        if self.error is not None:
-            raise self.error
-        return ModelSpec(
-            name="fake", input_size=(HEIGHT, WIDTH), labels=[f"label_{i}" for i in range(CLASSES)]
-        )
-
-    def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
-        if self.error is not None:
-            raise self.error
-        self.seen.append(images)
-        return expected_scores(images)
-
-    def info(self) -> dict[str, Any]:
-        if self.error is not None:
-            raise self.error
-        return {"ready": self.ready, "reason": "" if self.ready else "the model is loading"}
-
-
-def expected_scores(images: np.ndarray) -> np.ndarray:
-    red = images[..., 0].reshape(images.shape[0], -1).mean(axis=1)
-    scores = np.stack([1.0 / (1.0 + abs(red - 25 * i)) for i in range(CLASSES)], axis=1)
-    return (scores / scores.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 @pytest.fixture

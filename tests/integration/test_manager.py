@@ -32,7 +32,9 @@ class FakeServer:
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
             [PYTHON, str(FAKE_SERVER), str(address), *args],
-            env=base_env(MODEL_SERVER_AUTHKEY=authkey), stdout=subprocess.PIPE, stderr=self._log,
+            env=base_env(MODEL_SERVER_AUTHKEY=authkey),
+            stdout=subprocess.PIPE,
+            stderr=self._log,
         )
         assert self.process.stdout is not None
         assert self.process.stdout.readline().strip() == b"ready"
@@ -54,15 +56,24 @@ class FakeServer:
 
 @pytest.fixture
 def tcp_server(tmp_path: Path) -> Iterator[FakeServer]:
-    server = FakeServer(parse_address(f"127.0.0.1:{free_port()}"), new_authkey(), tmp_path / "server.log",
-                        "--height", "48", "--width", "144")
+    server = FakeServer(
+        parse_address(f"127.0.0.1:{free_port()}"),
+        new_authkey(),
+        tmp_path / "server.log",
+        "--height",
+        "48",
+        "--width",
+        "144",
+    )
     yield server
     server.stop()
 
 
 @pytest.fixture
 def unix_server(tmp_path: Path) -> Iterator[FakeServer]:
-    server = FakeServer(Address(path=str(tmp_path / "model.sock")), new_authkey(), tmp_path / "server.log")
+    server = FakeServer(
+        Address(path=str(tmp_path / "model.sock")), new_authkey(), tmp_path / "server.log"
+    )
     yield server
     server.stop()
 
@@ -90,8 +101,14 @@ def test_other_processes_reach_the_same_instance(unix_server: FakeServer) -> Non
         "print(client.info()['instance'])\n"
     )
     seen = {
-        subprocess.run([PYTHON, "-c", script], env=base_env(KEY=unix_server.authkey), check=True,
-                       capture_output=True, text=True, timeout=60).stdout.strip()
+        subprocess.run(
+            [PYTHON, "-c", script],
+            env=base_env(KEY=unix_server.authkey),
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
         for _ in range(2)
     }
     assert seen == {unix_server.client().info()["instance"]}
@@ -138,7 +155,11 @@ def test_wrong_authkey_is_refused_and_others_keep_working(unix_server: FakeServe
         intruder.info()
     assert unix_server.authkey not in raised.value.message
     assert unix_server.client().info()["ready"]
-    log = wait_until(lambda: unix_server.log_text() if "refused a client" in unix_server.log_text() else None, 5, "the refusal in the server log")
+    log = wait_until(
+        lambda: unix_server.log_text() if "refused a client" in unix_server.log_text() else None,
+        5,
+        "the refusal in the server log",
+    )
     assert unix_server.authkey not in log
 
 

@@ -18,7 +18,9 @@ from onemodel.model import cpu_bfloat16_flags, load_classifier  # noqa: E402
 
 
 def _images(count: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (count, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
+    return np.random.default_rng(seed).integers(
+        0, 256, (count, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8
+    )
 
 
 def test_float32_is_exactly_what_keras_gives(tiny_model: Path) -> None:
@@ -30,7 +32,9 @@ def test_float32_is_exactly_what_keras_gives(tiny_model: Path) -> None:
     batch = _images(4)
     expected = np.asarray(reference.predict_on_batch(batch.astype(np.float32)))
     np.testing.assert_array_equal(classifier.predict(batch), expected)
-    assert all(layer.dtype_policy.compute_dtype == "float32" for layer in classifier.keras_model.layers)
+    assert all(
+        layer.dtype_policy.compute_dtype == "float32" for layer in classifier.keras_model.layers
+    )
 
 
 def test_batched_predictions_equal_unbatched(tiny_model: Path) -> None:
@@ -59,7 +63,9 @@ def test_bfloat16_model_file_computes_in_bfloat16_with_float32_outputs(tiny_mode
 
 
 def test_vgg16_bfloat16_layers() -> None:
-    classifier = load_classifier(Settings(model_path="vgg16", weights="random", precision="bfloat16"))
+    classifier = load_classifier(
+        Settings(model_path="vgg16", weights="random", precision="bfloat16")
+    )
     by_name = {layer.name: layer for layer in classifier.keras_model.layers}
     assert by_name["block5_conv3"].dtype_policy.compute_dtype == "bfloat16"
     assert by_name["fc1"].dtype_policy.compute_dtype == "bfloat16"
@@ -93,7 +99,9 @@ def test_a_model_that_is_not_an_image_classifier_is_refused(tmp_path: Path) -> N
 
 def test_cpu_bfloat16_flags(tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile amx_bf16\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile amx_bf16\n"
+    )
     assert cpu_bfloat16_flags(str(cpuinfo)) == ["amx_bf16", "amx_tile", "avx512_bf16"]
     cpuinfo.write_text("flags\t\t: fpu sse2 avx2\n")
     assert cpu_bfloat16_flags(str(cpuinfo)) == []

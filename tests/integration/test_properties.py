@@ -21,7 +21,7 @@ from onemodel.app import create_app
 from onemodel.errors import OneModelError
 from onemodel.imaging import prepare_image
 from onemodel.settings import Settings
-from tests.integration.test_app import FakePredictor
+from tests.support.fakes import FakePredictor
 from tests.support.images import BOUNDARY, MULTIPART, multipart
 
 # Every 4xx code the README documents for an upload.

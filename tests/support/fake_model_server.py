@@ -42,7 +42,9 @@ def main() -> None:
 
     batcher = Batcher(predict, max_batch_size=8, max_delay_ms=0, max_queue=args.max_queue)
     service = ModelService(describe=lambda: {"model_calls": list(calls)})
-    server = create_server(service, parse_address(args.address), os.environ["MODEL_SERVER_AUTHKEY"].encode())
+    server = create_server(
+        service, parse_address(args.address), os.environ["MODEL_SERVER_AUTHKEY"].encode()
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     threading.Thread(target=server.serve_forever, daemon=True).start()

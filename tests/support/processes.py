@@ -32,7 +32,9 @@ def new_authkey() -> str:
     return secrets.token_hex(32)
 
 
-def wait_until(check: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.1) -> T:
+def wait_until(
+    check: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.1
+) -> T:
     """Poll check() until it returns a truthy value; fail with `what` after timeout_s."""
     deadline = time.monotonic() + timeout_s
     last_error: BaseException | None = None
@@ -47,13 +49,17 @@ def wait_until(check: Callable[[], T | None], timeout_s: float, what: str, inter
             if value:
                 return value
         time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what} (last error: {last_error!r})")
+    raise TimeoutError(
+        f"timed out after {timeout_s:g} s waiting for {what} (last error: {last_error!r})"
+    )
 
 
 class Service:
     """A subprocess with its log file; stop() ends it and its process group."""
 
-    def __init__(self, process: subprocess.Popen[bytes], log_path: Path, log_file: IO[bytes]) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], log_path: Path, log_file: IO[bytes]
+    ) -> None:
         self.process = process
         self.log_path = log_path
         self._log_file = log_file
@@ -110,23 +116,44 @@ def start_model_server(env: dict[str, str], log_path: Path, *args: str) -> Servi
     log = log_path.open("ab")
     process = subprocess.Popen(
         [PYTHON, str(ROOT / "model_server.py"), *args],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     return Service(process, log_path, log)
 
 
-def start_gunicorn(env: dict[str, str], log_path: Path, port: int, *args: str, config: Path | None = None) -> Service:
+def start_gunicorn(
+    env: dict[str, str], log_path: Path, port: int, *args: str, config: Path | None = None
+) -> Service:
     """Start ``gunicorn -c gunicorn.conf.py wsgi:app`` on 127.0.0.1:port in its own group."""
     log = log_path.open("ab")
     process = subprocess.Popen(
-        [PYTHON, "-m", "gunicorn", "-c", str(config or ROOT / "gunicorn.conf.py"),
-         "--bind", f"127.0.0.1:{port}", *args, "wsgi:app"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            PYTHON,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(config or ROOT / "gunicorn.conf.py"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            *args,
+            "wsgi:app",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     return Service(process, log_path, log)
 
 
-def wait_ready(base_url: str, timeout_s: float = 120.0, service: Service | None = None) -> dict[str, Any]:
+def wait_ready(
+    base_url: str, timeout_s: float = 120.0, service: Service | None = None
+) -> dict[str, Any]:
     """Poll GET /readyz until it answers 200; return its JSON."""
 
     def check() -> dict[str, Any] | None:

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from onemodel.batcher import Batcher, BatchRecord
-from onemodel.errors import InferenceError, InferenceTimeoutError, ModelUnavailableError, OverloadedError
+from onemodel.errors import (
+    InferenceError,
+    InferenceTimeoutError,
+    ModelUnavailableError,
+    OverloadedError,
+)
 
 
 class FakeModel:

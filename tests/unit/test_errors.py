@@ -23,7 +23,9 @@ from onemodel import errors
         (errors.InferenceError, 500, "inference_failed"),
     ],
 )
-def test_error_round_trips_through_pickle(error_type: type[errors.OneModelError], status: int, code: str) -> None:
+def test_error_round_trips_through_pickle(
+    error_type: type[errors.OneModelError], status: int, code: str
+) -> None:
     error = error_type("a message for the client")
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is error_type

@@ -12,7 +12,13 @@ import pytest
 from PIL import Image
 
 from onemodel.errors import InvalidImageError, TooManyPixelsError, UnsupportedMediaTypeError
-from onemodel.imaging import decode_image, prepare_image, read_dimensions, resize_image, sniff_format
+from onemodel.imaging import (
+    decode_image,
+    prepare_image,
+    read_dimensions,
+    resize_image,
+    sniff_format,
+)
 
 BIG = 10**9
 
@@ -74,9 +80,14 @@ def test_sixteen_bit_png_becomes_eight_bit() -> None:
 
 
 def test_animated_gif_gives_first_frame() -> None:
-    frames = [Image.fromarray(np.full((10, 10, 3), value, np.uint8)) for value in ((255, 0, 0), (0, 255, 0))]
+    frames = [
+        Image.fromarray(np.full((10, 10, 3), value, np.uint8))
+        for value in ((255, 0, 0), (0, 255, 0))
+    ]
     buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    frames[0].save(
+        buffer, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0
+    )
     rgb = decode_image(buffer.getvalue(), BIG)
     np.testing.assert_allclose(rgb[5, 5], (255, 0, 0), atol=8)
 
@@ -112,7 +123,9 @@ def test_large_jpeg_decodes_at_reduced_scale_but_covers_target() -> None:
 def _png_header_only(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     chunk = b"IHDR" + ihdr
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    return (
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    )
 
 
 def test_decompression_bomb_is_refused_from_the_header() -> None:

@@ -80,7 +80,9 @@ def test_both_authkey_sources_is_an_error(tmp_path: Path) -> None:
     key_file = tmp_path / "key"
     key_file.write_text("x" * 40)
     with pytest.raises(ConfigError, match="only one"):
-        Settings.from_env({"MODEL_SERVER_AUTHKEY": "y" * 40, "MODEL_SERVER_AUTHKEY_FILE": str(key_file)})
+        Settings.from_env(
+            {"MODEL_SERVER_AUTHKEY": "y" * 40, "MODEL_SERVER_AUTHKEY_FILE": str(key_file)}
+        )
 
 
 def test_missing_or_empty_authkey_file(tmp_path: Path) -> None:
@@ -92,13 +94,17 @@ def test_missing_or_empty_authkey_file(tmp_path: Path) -> None:
 
 
 def test_tcp_needs_a_long_authkey() -> None:
-    short = Settings.from_env({"MODEL_SERVER_ADDRESS": "127.0.0.1:7000", "MODEL_SERVER_AUTHKEY": "short"})
+    short = Settings.from_env(
+        {"MODEL_SERVER_ADDRESS": "127.0.0.1:7000", "MODEL_SERVER_AUTHKEY": "short"}
+    )
     with pytest.raises(ConfigError, match="at least 32"):
         short.require_authkey()
     missing = Settings.from_env({"MODEL_SERVER_ADDRESS": "127.0.0.1:7000"})
     with pytest.raises(ConfigError, match="no authkey"):
         missing.require_authkey()
-    good = Settings.from_env({"MODEL_SERVER_ADDRESS": "127.0.0.1:7000", "MODEL_SERVER_AUTHKEY": "k" * 32})
+    good = Settings.from_env(
+        {"MODEL_SERVER_ADDRESS": "127.0.0.1:7000", "MODEL_SERVER_AUTHKEY": "k" * 32}
+    )
     assert good.require_authkey() == b"k" * 32
 
 

@@ -1,0 +1,50 @@
+"""A fake model server for web-tier tests: deterministic scores, injectable errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from onemodel.manager import ModelSpec
+
+HEIGHT, WIDTH, CLASSES = 16, 24, 11
+
+
+def expected_scores(images: np.ndarray) -> np.ndarray:
+    """Score class i by how close an image's mean red value is to 25 * i (rows sum to 1)."""
+    red = images[..., 0].reshape(images.shape[0], -1).mean(axis=1)
+    scores = np.stack([1.0 / (1.0 + abs(red - 25 * i)) for i in range(CLASSES)], axis=1)
+    return (scores / scores.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class FakePredictor:
+    """Stands in for ModelClient; set ``error`` to make every call raise it."""
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+        self.ready = True
+        self.seen: list[np.ndarray] = []
+
+    def spec(self) -> ModelSpec:
+        self._raise()
+        labels = [f"label_{i}" for i in range(CLASSES)]
+        return ModelSpec(name="fake", input_size=(HEIGHT, WIDTH), labels=labels)
+
+    def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
+        self._raise()
+        self.seen.append(images)
+        return expected_scores(images)
+
+    def info(self) -> dict[str, Any]:
+        self._raise()
+        reason = "" if self.ready else "the model is loading"
+        return {"ready": self.ready, "reason": reason, "model": "fake"}
+
+    def metrics_text(self) -> bytes:
+        self._raise()
+        return b"# TYPE onemodel_batch_size histogram\nonemodel_batch_size_count 3.0\n"
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
