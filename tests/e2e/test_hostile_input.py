@@ -18,7 +18,14 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import TINY_CLASSES, TINY_SIZE
 from tests.integration.test_properties import UPLOAD_ERRORS, uploads
-from tests.support.images import MULTIPART, hostile_corpus, multipart, strip_image, unusual_images
+from tests.support.images import (
+    MULTIPART,
+    UNUSUAL_NAMES,
+    hostile_corpus,
+    multipart,
+    strip_image,
+    unusual_images,
+)
 from tests.support.web import WebDeployment, start_web
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -68,21 +75,7 @@ def test_hostile_upload_over_http(deployment: WebDeployment, photo_jpeg: bytes, 
     assert response.headers["X-Request-ID"]
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "16-bit PNG",
-        "CMYK JPEG",
-        "grayscale PNG",
-        "RGBA PNG (alpha dropped)",
-        "animated GIF (first frame)",
-        "EXIF-rotated JPEG",
-        "lossless WebP",
-        "BMP",
-        "TIFF",
-        "UTF-8 file name",
-    ],
-)
+@pytest.mark.parametrize("name", UNUSUAL_NAMES)
 def test_unusual_image_predicts_like_its_plain_pixels(
     deployment: WebDeployment, photo_rgb: np.ndarray, name: str
 ) -> None:

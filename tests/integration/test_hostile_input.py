@@ -19,6 +19,7 @@ from onemodel.settings import Settings
 from tests.support.fakes import FakePredictor
 from tests.support.images import (
     MULTIPART,
+    UNUSUAL_NAMES,
     hostile_corpus,
     multipart,
     strip_image,
@@ -77,20 +78,6 @@ def test_non_utf8_file_name_is_refused_with_a_reason(
         "message"
     ]
     assert "UTF-8" in message
-
-
-UNUSUAL_NAMES = [
-    "16-bit PNG",
-    "CMYK JPEG",
-    "grayscale PNG",
-    "RGBA PNG (alpha dropped)",
-    "animated GIF (first frame)",
-    "EXIF-rotated JPEG",
-    "lossless WebP",
-    "BMP",
-    "TIFF",
-    "UTF-8 file name",
-]
 
 
 @pytest.mark.parametrize("name", UNUSUAL_NAMES)

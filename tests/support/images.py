@@ -231,3 +231,18 @@ def strip_image(photo_rgb: np.ndarray, length: int = 100_000) -> np.ndarray:
     """A 1 x length RGB strip cut from the photo (an extreme aspect ratio)."""
     row = photo_rgb[photo_rgb.shape[0] // 2]
     return np.ascontiguousarray(np.resize(row, (length, 3))[np.newaxis])
+
+
+# The unusual-but-valid cases every suite checks, by name.
+UNUSUAL_NAMES = [
+    "16-bit PNG",
+    "CMYK JPEG",
+    "grayscale PNG",
+    "RGBA PNG (alpha dropped)",
+    "animated GIF (first frame)",
+    "EXIF-rotated JPEG",
+    "lossless WebP",
+    "BMP",
+    "TIFF",
+    "UTF-8 file name",
+]

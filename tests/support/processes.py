@@ -111,11 +111,11 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_model_server(env: dict[str, str], log_path: Path, *args: str) -> Service:
-    """Start ``python model_server.py`` in its own process group."""
+def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> Service:
+    """Start a command from the repository root in its own process group, logging to a file."""
     log = log_path.open("ab")
     process = subprocess.Popen(
-        [PYTHON, str(ROOT / "model_server.py"), *args],
+        command,
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -123,32 +123,20 @@ def start_model_server(env: dict[str, str], log_path: Path, *args: str) -> Servi
         start_new_session=True,
     )
     return Service(process, log_path, log)
+
+
+def start_model_server(env: dict[str, str], log_path: Path, *args: str) -> Service:
+    """Start ``python model_server.py`` in its own process group."""
+    return _spawn([PYTHON, str(ROOT / "model_server.py"), *args], env, log_path)
 
 
 def start_gunicorn(
     env: dict[str, str], log_path: Path, port: int, *args: str, config: Path | None = None
 ) -> Service:
     """Start ``gunicorn -c gunicorn.conf.py wsgi:app`` on 127.0.0.1:port in its own group."""
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(config or ROOT / "gunicorn.conf.py"),
-            "--bind",
-            f"127.0.0.1:{port}",
-            *args,
-            "wsgi:app",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return Service(process, log_path, log)
+    config_path = str(config or ROOT / "gunicorn.conf.py")
+    command = [PYTHON, "-m", "gunicorn", "-c", config_path, "--bind", f"127.0.0.1:{port}"]
+    return _spawn([*command, *args, "wsgi:app"], env, log_path)
 
 
 def wait_ready(
