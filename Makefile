@@ -14,7 +14,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '.[model,test,bench]'
+	$(PIP) install --quiet -c constraints.txt -e '.[model,test,bench,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the project with every extra
@@ -25,7 +25,7 @@ serve: $(STAMP)  ## run the service on http://127.0.0.1:8000 (Gunicorn starts th
 	@echo "  offline? MODEL_WEIGHTS=random make serve (meaningless predictions, for demos)"
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: $(STAMP)  ## set up browser and container engine (if possible), run the whole suite
+test: lint  ## lint, set up browser and container engine (if possible), run the whole suite
 	@bash scripts/test-setup.sh
 	@if [ -z "$${DOCKER_HOST:-}" ] && [ -S /var/tmp/container-engine/podman.sock ]; then \
 	  export DOCKER_HOST=unix:///var/tmp/container-engine/podman.sock; fi; \
@@ -34,10 +34,12 @@ test: $(STAMP)  ## set up browser and container engine (if possible), run the wh
 test-fast: $(STAMP)  ## unit and integration tests only (seconds)
 	$(PY) -m pytest tests/unit tests/integration
 
-lint: $(STAMP)  ## ruff and mypy
-	$(PY) -m pip install --quiet ruff mypy
-	$(PY) -m ruff check src tests bench
-	$(PY) -m mypy src
+LINTED := src tests bench scripts wsgi.py model_server.py gunicorn.conf.py
+
+lint: $(STAMP)  ## ruff format --check, ruff check and mypy --strict src (pinned tools)
+	$(PY) -m ruff format --check $(LINTED)
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m mypy --strict src
 
 bench: $(STAMP)  ## full benchmark (~20 min): table, bench/results/*.json, latest.png
 	$(PY) bench/run.py

@@ -2,7 +2,7 @@
 
 import sys
 
-from onemodel.server import main
+from onemodel.model_server.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

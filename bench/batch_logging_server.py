@@ -8,7 +8,7 @@ import time
 from typing import Any, TextIO
 
 from onemodel import server
-from onemodel.batcher import Batcher, BatchRecord
+from onemodel.model_server.batcher import Batcher, BatchRecord
 
 
 def recording_batcher(log: TextIO) -> type[Batcher]:

@@ -172,7 +172,7 @@ def onemodel_role(process: psutil.Process, root_pid: int) -> str:
     """Name a process of onemodel's tree: master, worker or model_server."""
     if process.pid == root_pid:
         return "master"
-    return "model_server" if "onemodel.server" in cmdline_text(process) else "worker"
+    return "model_server" if "onemodel.model_server" in cmdline_text(process) else "worker"
 
 
 def tutorial_role(process: psutil.Process, root_pid: int) -> str:

@@ -114,8 +114,8 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # noqa: PLC0415
 
-    from onemodel.model import cpu_bfloat16_flags, rebuild_with_policy  # noqa: PLC0415
-    from onemodel.preprocessing import preprocess  # noqa: PLC0415
+    from onemodel.model_server.model import cpu_bfloat16_flags, rebuild_with_policy  # noqa: PLC0415
+    from onemodel.model_server.preprocessing import preprocess  # noqa: PLC0415
 
     started = time.time()
     report: dict[str, Any] = {"cpu_bfloat16": cpu_bfloat16_flags(), "models": {}}

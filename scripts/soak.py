@@ -15,7 +15,6 @@ import argparse
 import json
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -27,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the test helpers start and drive the deployment
+
+from tests.support.soak_verdict import default_sampling, drift, problems  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 
@@ -39,38 +41,6 @@ class Probe:
     weight: int
     expected: int
     send: Callable[[Any, str], Any]  # (requests.Session, base_url) -> requests.Response
-
-
-def drift(values: Sequence[float]) -> dict[str, float]:
-    """Compare the mean of the first third of values with the mean of the last third."""
-    if len(values) < 3:
-        raise ValueError("need at least 3 samples to compare thirds")
-    third = len(values) // 3
-    first, last = statistics.fmean(values[:third]), statistics.fmean(values[-third:])
-    return {
-        "first_mb": round(first / 2**20, 2),
-        "last_mb": round(last / 2**20, 2),
-        "drift_mb": round((last - first) / 2**20, 2),
-        "drift_pct": round(100.0 * (last - first) / first, 2) if first else 0.0,
-    }
-
-
-def problems(report: dict[str, Any], max_drift_mb: float, max_drift_pct: float) -> list[str]:
-    """Return what is wrong with a finished run (empty: it passed)."""
-    found = []
-    if report["unexpected"]:
-        found.append(f"{report['unexpected']} answers had an unexpected status")
-    if report["requests"] == 0:
-        found.append("no request was answered")
-    if not report["processes_stable"]:
-        found.append("a worker or the model server was restarted during the run")
-    for group, figures in report["rss_drift"].items():
-        if figures["drift_mb"] > max_drift_mb and figures["drift_pct"] > max_drift_pct:
-            found.append(
-                f"{group} RSS grew {figures['drift_mb']} MB ({figures['drift_pct']} %), above "
-                f"{max_drift_mb} MB and {max_drift_pct} %"
-            )
-    return found
 
 
 def _probes(photo_rgb: Any) -> list[Probe]:
@@ -164,7 +134,7 @@ class _Sampler:
             try:
                 for child in psutil.Process(self._master_pid).children():
                     rss = child.memory_info().rss
-                    if "onemodel.server" in " ".join(child.cmdline()):
+                    if "onemodel.model_server" in " ".join(child.cmdline()):
                         model_server = rss
                         self.pids_seen["model_server"].add(child.pid)
                     else:
@@ -385,16 +355,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--start-timeout-s", type=float, default=600.0)
     parser.add_argument("--report", type=Path, default=ROOT / "tests" / "artifacts" / "soak.json")
     args = parser.parse_args(argv)
+    sample_every_s, warmup_s = default_sampling(args.duration_s)
     if args.sample_every_s is None:
-        args.sample_every_s = max(0.5, args.duration_s / 60)
+        args.sample_every_s = sample_every_s
     if args.warmup_s is None:
-        args.warmup_s = 0.1 * args.duration_s
+        args.warmup_s = warmup_s
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    sys.path.insert(0, str(ROOT))  # the test helpers start and drive the deployment
     return run(parse_args(argv))
 
 

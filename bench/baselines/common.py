@@ -11,7 +11,8 @@ from flask import Flask, Request, jsonify
 from flask.typing import ResponseReturnValue
 
 from onemodel.errors import OneModelError
-from onemodel.imaging import prepare_image
+from onemodel.web.imaging import prepare_image
+from onemodel.web.ranking import top_classes
 
 MAX_IMAGE_PIXELS = 50_000_000
 TOP_K = 5
@@ -38,8 +39,10 @@ def image_from_request(request: Request, size: tuple[int, int]) -> np.ndarray:
 def ranked(scores: np.ndarray, top_k: int = TOP_K) -> list[dict[str, Any]]:
     """Return the top_k classes as ``{"index", "score"}``, highest score first."""
     flat = np.asarray(scores, dtype=np.float32).reshape(-1)
-    order = np.argsort(-flat)[:top_k]
-    return [{"index": int(index), "score": round(float(flat[index]), 6)} for index in order]
+    return [
+        {"index": index, "score": round(float(flat[index]), 6)}
+        for index in top_classes(flat, top_k)[0]
+    ]
 
 
 def quiet_request_logs() -> None:

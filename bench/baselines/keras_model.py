@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from onemodel.preprocessing import preprocess
+from onemodel.model_server.preprocessing import preprocess
 
 PRECISIONS = ("float32", "bfloat16")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from onemodel.errors import OneModelError
-from onemodel.manager import ModelClient
+from onemodel.boundary.client import ModelClient
+from onemodel.errors import ConfigError, OneModelError
 from onemodel.settings import Address, Settings, parse_address
 
 
@@ -19,16 +19,16 @@ def main() -> int:
         settings = Settings.from_env()
         address = settings.model_server_address
         if address is None:
-            raise OneModelError("MODEL_SERVER_ADDRESS is not set")
+            raise ConfigError("MODEL_SERVER_ADDRESS is not set")
         client = ModelClient(_reachable(address), settings.require_authkey())
         info = client.info()
     except OneModelError as error:
         print(f"not ready: {error.message}", file=sys.stderr)
-        return 2 if error.code == "config_error" else 1
-    if not info.get("ready"):
-        print(f"not ready: {info.get('reason')}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
+    if not info.ready:
+        print(f"not ready: {info.reason}", file=sys.stderr)
         return 1
-    print(f"ready: {info.get('model')} (load_count {info.get('load_count')})")
+    print(f"ready: {info.name} (load_count {info.load_count})")
     return 0
 
 

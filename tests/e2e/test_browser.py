@@ -137,7 +137,9 @@ def test_page_classifies_a_photo(
     expect(page.get_by_role("heading", name="onemodel", level=1)).to_be_visible()
     expect(page.locator("#model-name")).to_have_text(ready["model"])
     height, width = ready["input_size"]
-    expect(page.locator("#model-input")).to_contain_text(f"{width} × {height}")
+    expect(page.locator("#model-input")).to_contain_text(
+        f"{width} \N{MULTIPLICATION SIGN} {height}"
+    )
 
     _classify(page, photo_file)
     rows = page.locator("#result-list > li.result-row")

@@ -21,7 +21,8 @@ import psutil
 import pytest
 import requests
 
-from onemodel.manager import HANDSHAKE_TIMEOUT_S, REPLY_GRACE_S
+from onemodel.boundary.client import REPLY_GRACE_S
+from onemodel.boundary.transport import HANDSHAKE_TIMEOUT_S
 from tests.support.load import Load, Outcome, Send, percentile, send_once
 from tests.support.processes import ROOT, free_port, new_authkey, wait_until
 from tests.support.web import (

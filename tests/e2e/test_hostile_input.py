@@ -17,7 +17,6 @@ import requests
 from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import TINY_CLASSES, TINY_SIZE
-from tests.integration.test_properties import UPLOAD_ERRORS, uploads
 from tests.support.images import (
     MULTIPART,
     UNUSUAL_NAMES,
@@ -26,6 +25,7 @@ from tests.support.images import (
     strip_image,
     unusual_images,
 )
+from tests.support.upload_strategies import UPLOAD_ERRORS, uploads
 from tests.support.web import WebDeployment, start_web
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -21,8 +21,8 @@ import psutil
 import pytest
 import requests
 
+from onemodel.boundary.client import ModelClient
 from onemodel.errors import ModelUnavailableError
-from onemodel.manager import ModelClient
 from onemodel.settings import parse_address
 from tests.support.images import MULTIPART, multipart, png_header_only
 from tests.support.processes import (

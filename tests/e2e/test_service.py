@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from tests.conftest import TINY_CLASSES, TINY_SIZE
+from tests.support.images import png_header_only
 from tests.support.processes import (
     ROOT,
     Service,
@@ -90,7 +91,7 @@ def deployment(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def _spread_over_workers(deployment: Deployment, data: bytes) -> dict[int, list[dict[str, Any]]]:
-    """Send requests in parallel until at least two workers have answered; group bodies by worker."""
+    """Send requests in parallel until two workers have answered; group bodies by worker."""
     bodies: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + 60
     with ThreadPoolExecutor(8) as pool:
@@ -160,7 +161,7 @@ def test_server_scores_equal_in_process_keras(
     import cv2  # noqa: PLC0415
     import keras  # noqa: PLC0415  (this test process may load TensorFlow; workers may not)
 
-    from onemodel.imaging import prepare_image  # noqa: PLC0415
+    from onemodel.web.imaging import prepare_image  # noqa: PLC0415
 
     response = deployment.post(f"/predict?top_k={TINY_CLASSES}", photo_jpeg)
     assert response.status_code == 200
@@ -201,7 +202,7 @@ def test_server_scores_equal_in_process_keras(
         (None, b"x" * (11 * 1024 * 1024), {"Content-Type": "image/jpeg"}, 413),
     ],
 )
-def test_bad_input_gets_its_status_and_the_service_keeps_serving(
+def test_bad_input_gets_its_status_and_the_service_keeps_serving(  # noqa: PLR0917
     deployment: Deployment,
     photo_jpeg: bytes,
     files: Any,
@@ -218,9 +219,7 @@ def test_bad_input_gets_its_status_and_the_service_keeps_serving(
 
 
 def test_decompression_bomb_over_http(deployment: Deployment) -> None:
-    from tests.unit.test_imaging import _png_header_only  # noqa: PLC0415
-
-    response = deployment.post("/predict", _png_header_only(30000, 30000))
+    response = deployment.post("/predict", png_header_only(30000, 30000))
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_many_pixels"
 

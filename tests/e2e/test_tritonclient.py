@@ -65,7 +65,7 @@ def predict_scores(base_url: str, photo_jpeg: bytes) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def photo_pixels(photo_jpeg: bytes) -> np.ndarray:
     """The photo as the model's input, prepared exactly as the server prepares uploads."""
-    from onemodel.imaging import prepare_image  # noqa: PLC0415
+    from onemodel.web.imaging import prepare_image  # noqa: PLC0415
 
     return prepare_image(photo_jpeg, (TINY_SIZE, TINY_SIZE), 10**9)
 

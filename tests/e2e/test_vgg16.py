@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from onemodel.labels import imagenet_labels
+from onemodel.model_server.labels import imagenet_labels
 from tests.support.processes import (
     base_env,
     free_port,

@@ -14,8 +14,10 @@ import time
 
 import numpy as np
 
-from onemodel.batcher import Batcher
-from onemodel.manager import ModelService, create_server
+from onemodel.boundary.contract import ModelInfo
+from onemodel.boundary.server import create_server
+from onemodel.model_server.batcher import Batcher
+from onemodel.model_server.service import ModelService
 from onemodel.settings import parse_address
 
 
@@ -51,9 +53,14 @@ def main() -> None:
     batcher.start()
     service.set_ready(
         batcher,
-        (args.height, args.width),
-        [f"class_{index}" for index in range(args.classes)],
-        {"model": "fake", "input_size": [args.height, args.width], "num_classes": args.classes},
+        ModelInfo(
+            state="ready",
+            name="fake",
+            input_size=(args.height, args.width),
+            labels=tuple(f"class_{index}" for index in range(args.classes)),
+            max_batch_size=8,
+            max_queue=args.max_queue,
+        ),
     )
     print("ready", flush=True)
     stop.wait()

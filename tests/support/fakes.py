@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from onemodel.manager import ModelSpec
+from onemodel.boundary.contract import ModelInfo
 
 HEIGHT, WIDTH, CLASSES = 16, 24, 11
+MAX_BATCH_SIZE = 16
 
 
 def expected_scores(images: np.ndarray) -> np.ndarray:
@@ -21,25 +20,32 @@ def expected_scores(images: np.ndarray) -> np.ndarray:
 class FakePredictor:
     """Stands in for ModelClient; set ``error`` to make every call raise it."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_batch_size: int = MAX_BATCH_SIZE) -> None:
+        self.max_batch_size = max_batch_size
         self.error: Exception | None = None
         self.ready = True
         self.seen: list[np.ndarray] = []
 
-    def spec(self) -> ModelSpec:
+    def spec(self) -> ModelInfo:
         self._raise()
-        labels = [f"label_{i}" for i in range(CLASSES)]
-        return ModelSpec(name="fake", input_size=(HEIGHT, WIDTH), labels=labels)
+        return ModelInfo(
+            state="ready",
+            name="fake",
+            input_size=(HEIGHT, WIDTH),
+            labels=tuple(f"label_{i}" for i in range(CLASSES)),
+            max_batch_size=self.max_batch_size,
+        )
 
     def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
         self._raise()
         self.seen.append(images)
         return expected_scores(images)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ModelInfo:
         self._raise()
-        reason = "" if self.ready else "the model is loading"
-        return {"ready": self.ready, "reason": reason, "model": "fake"}
+        if not self.ready:
+            return ModelInfo(state="loading", reason="the model is loading")
+        return self.spec()
 
     def metrics_text(self) -> bytes:
         self._raise()

@@ -1,4 +1,4 @@
-"""Build and save a small deterministic Keras image classifier (run as a script: no TF in pytest)."""
+"""Build and save a small deterministic Keras image classifier (a script: no TF in pytest)."""
 
 from __future__ import annotations
 

@@ -63,13 +63,13 @@ class WebDeployment:
         return {
             child.pid
             for child in psutil.Process(self.gunicorn.pid).children()
-            if "onemodel.server" not in " ".join(_cmdline(child))
+            if "onemodel.model_server" not in " ".join(_cmdline(child))
         }
 
     def model_server(self) -> psutil.Process | None:
         """Return the private model server the master runs now, if any."""
         for child in psutil.Process(self.gunicorn.pid).children():
-            if "onemodel.server" in " ".join(_cmdline(child)):
+            if "onemodel.model_server" in " ".join(_cmdline(child)):
                 self._model_servers[child.pid] = child
                 return child
         return None

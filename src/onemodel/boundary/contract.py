@@ -1,0 +1,79 @@
+"""The contract of the manager socket: what the model server offers and what crosses it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+# The methods the shared object exposes over the manager (and nothing else).
+EXPOSED_METHODS = ("predict", "info", "metrics_text")
+
+STATES = ("loading", "ready", "failed", "stopping")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The model server's state, its model and its own limits, as one process decided them.
+
+    The web tier reads input size, labels and the batch limit from here, never from its own
+    environment: the model server's settings are the ones that count.
+    """
+
+    state: str  # one of STATES
+    reason: str = ""  # why it is not ready ("" when ready)
+    name: str = ""
+    input_size: tuple[int, int] = (0, 0)  # (height, width)
+    labels: tuple[str, ...] = ()
+    max_batch_size: int = 0  # the most images one predict call may carry
+    preprocess: str = ""
+    precision: str = ""
+    cpu_bfloat16: tuple[str, ...] = ()
+    max_batch_delay_ms: float = 0.0
+    max_queue: int = 0
+    pid: int = 0
+    uptime_s: float = 0.0
+    load_count: int = 0
+    instance: str = ""  # random id of the one shared object: equal for every client
+    images_served: int = 0
+    queued_images: int = 0
+    # Diagnostic extras (builtins only) shown in /readyz, e.g. by test servers.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        """Return whether the model answers predictions."""
+        return self.state == "ready"
+
+    @property
+    def num_classes(self) -> int:
+        """Return the number of model outputs (one label each)."""
+        return len(self.labels)
+
+    def public(self) -> dict[str, Any]:
+        """Return the JSON-ready readiness view (without the label list)."""
+        body = asdict(self)
+        extra = body.pop("extra")
+        del body["labels"]
+        body["model"] = body.pop("name")
+        body["input_size"] = list(self.input_size)
+        body["cpu_bfloat16"] = list(self.cpu_bfloat16)
+        return {"ready": self.ready, **body, "num_classes": self.num_classes, **extra}
+
+
+class ModelBackend(Protocol):
+    """What the model server offers: the shared service and its clients both satisfy it."""
+
+    def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
+        """Return float32 scores (N, classes) for uint8 RGB images (N, H, W, 3)."""
+        ...
+
+    def info(self) -> ModelInfo:
+        """Return the server's state, model and limits."""
+        ...
+
+    def metrics_text(self) -> bytes:
+        """Return the server's Prometheus exposition text."""
+        ...

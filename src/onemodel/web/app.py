@@ -1,0 +1,71 @@
+"""The Flask application factory: settings, the model-server client, blueprints, errors."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+
+from flask import Flask, Response, g, request
+
+from onemodel.boundary.client import ModelClient
+from onemodel.errors import ConfigError
+from onemodel.settings import Settings
+from onemodel.web import inference_protocol, page, routes
+from onemodel.web.error_handlers import onemodel_shape, register_error_handlers
+from onemodel.web.metrics import WebMetrics
+from onemodel.web.predictions import Predictor
+from onemodel.web.runtime import EXTENSION, Runtime, runtime
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> Flask:
+    """Build the web app. Nothing connects here: a ModelClient connects on first use."""
+    settings = settings or Settings.from_env()
+    metrics = WebMetrics()
+    if predictor is None:
+        predictor = _default_predictor(settings, on_reconnect=metrics.reconnects.inc)
+    app = Flask(__name__)
+    app.config.update(
+        # Werkzeug answers 413 from Content-Length before reading the body.
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        MAX_FORM_PARTS=settings.max_form_parts,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions[EXTENSION] = Runtime(settings=settings, predictor=predictor, metrics=metrics)
+    app.register_blueprint(routes.blueprint)
+    app.register_blueprint(page.blueprint)
+    app.register_blueprint(inference_protocol.blueprint)
+    app.before_request(_assign_request_id)
+    app.after_request(_return_request_id)
+    register_error_handlers(app, onemodel_shape)
+    return app
+
+
+def _assign_request_id() -> None:
+    g.started = time.perf_counter()
+    # Keep a caller's id (e.g. from a load balancer) if it is sane, else make one.
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+
+
+def _return_request_id(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id") or uuid.uuid4().hex
+    # The route template, not the path: unknown paths must not grow the label set.
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    runtime().metrics.observe_request(route, request.method, response.status_code, elapsed)
+    return response
+
+
+def _default_predictor(settings: Settings, on_reconnect: Callable[[], None]) -> ModelClient:
+    address = settings.model_server_address
+    if address is None:
+        raise ConfigError(
+            "MODEL_SERVER_ADDRESS is not set: run under gunicorn -c gunicorn.conf.py (which "
+            "starts a private model server) or point it at a running model_server.py"
+        )
+    return ModelClient(address, settings.require_authkey(), on_reconnect=on_reconnect)

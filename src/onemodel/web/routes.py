@@ -1,0 +1,66 @@
+"""HTTP routes: read the request, call the use case, answer JSON. Nothing more."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from onemodel.errors import InferenceTimeoutError, ModelUnavailableError, OneModelError
+from onemodel.web.metrics import CONTENT_TYPE, model_server_up_text
+from onemodel.web.predictions import predict_upload
+from onemodel.web.runtime import runtime
+from onemodel.web.uploads import read_upload
+
+blueprint = Blueprint("onemodel", __name__)
+
+
+def _predict_request() -> dict[str, object]:
+    current = runtime()
+    return predict_upload(
+        current.predictor, read_upload(request), request.args.get("top_k"), current.settings
+    )
+
+
+@blueprint.post("/predict")
+def predict() -> ResponseReturnValue:
+    """Classify an uploaded image; answer the top-k classes as JSON."""
+    return jsonify(_predict_request())
+
+
+@blueprint.post("/hello")
+def hello() -> ResponseReturnValue:
+    """The tutorial's endpoint: answer the top-1 label as plain text."""
+    body = _predict_request()
+    label = body["predictions"][0]["label"]  # type: ignore[index]
+    return f"{label}\n", 200, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+@blueprint.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """Liveness: this worker answers."""
+    return jsonify(status="ok")
+
+
+@blueprint.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    """Readiness: 200 with model details when the model server is reachable and ready."""
+    try:
+        info = runtime().predictor.info()
+    except (ModelUnavailableError, InferenceTimeoutError) as error:
+        # A hung model server times out: for a readiness probe that means "not ready".
+        return jsonify(ready=False, reason=error.message), 503, {"Retry-After": "1"}
+    if not info.ready:
+        reason = info.reason or "the model server is not ready"
+        return jsonify(ready=False, reason=reason), 503, {"Retry-After": "1"}
+    return jsonify(info.public())
+
+
+@blueprint.get("/metrics")
+def metrics() -> ResponseReturnValue:
+    """Prometheus metrics: every worker's figures plus the model server's."""
+    current = runtime()
+    try:
+        model_server_text = current.predictor.metrics_text() + model_server_up_text(True)
+    except OneModelError:
+        model_server_text = model_server_up_text(False)
+    return Response(current.metrics.render(model_server_text), content_type=CONTENT_TYPE)
