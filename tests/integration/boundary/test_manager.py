@@ -15,7 +15,12 @@ import numpy as np
 import pytest
 
 from onemodel.boundary.client import ModelClient
-from onemodel.errors import InferenceTimeoutError, InvalidRequestError, ModelUnavailableError
+from onemodel.errors import (
+    InferenceTimeoutError,
+    InvalidRequestError,
+    ModelUnavailableError,
+    PayloadTooLargeError,
+)
 from onemodel.settings import Address, parse_address
 from tests.support.processes import PYTHON, ROOT, base_env, free_port, new_authkey, wait_until
 
@@ -232,3 +237,19 @@ def test_a_server_that_never_answers_the_handshake_fails_fast(tmp_path: Path) ->
         assert time.monotonic() - started < 10
     finally:
         silent.close()
+
+
+def test_a_request_over_the_servers_batch_limit_is_refused_naming_it(
+    unix_server: FakeServer,
+) -> None:
+    client = unix_server.client()
+    limit = client.info().max_batch_size
+    assert limit == 8  # what tests/support/fake_model_server.py serves with
+    before = client.info().images_served
+    with pytest.raises(PayloadTooLargeError, match="at most 8 per request") as raised:
+        client.predict(_images(limit + 2, 8, 8), timeout_s=5)
+    assert raised.value.status == 413
+    # Refused before the model saw it: nothing was served, and the batch limit holds.
+    assert client.info().images_served == before
+    assert max(client.info().extra["model_calls"], default=0) <= limit
+    assert client.predict(_images(limit, 8, 8), timeout_s=5).shape == (limit, 4)

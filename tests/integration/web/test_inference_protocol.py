@@ -584,3 +584,12 @@ def test_unexpected_errors_are_a_generic_500(client: FlaskClient, predictor: Fak
     predictor.error = RuntimeError("secret detail")
     response = client.post(INFER, json={"inputs": [_image_input(_pixels(1))]})
     assert _assert_protocol_error(response, 500) == "internal server error"
+
+
+def test_protocol_errors_are_counted_like_our_own(client: FlaskClient) -> None:
+    assert client.post(INFER, json={"inputs": "image"}).status_code == 400
+    assert client.get("/v2/models/other").status_code == 404
+    assert client.post("/predict", data=b"", content_type="image/png").status_code == 400
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'onemodel_http_errors_total{code="invalid_request"} 2.0' in text
+    assert 'onemodel_http_errors_total{code="not_found"} 1.0' in text
