@@ -21,6 +21,7 @@ from targets import evaluate
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
+DOCS_PAGE = BENCH.parent / "docs" / "benchmarks.md"
 MODELS = ("tiny", "vgg16")
 PRECISIONS = ("float32", "bfloat16")
 
@@ -60,6 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-sweep", action="store_true", help="full mode: skip trying other worker/thread counts"
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
+    parser.add_argument(
+        "--page",
+        type=Path,
+        default=None,
+        help="write the docs page here (default: docs/benchmarks.md, only for a full run "
+        "published into bench/results)",
+    )
     parser.add_argument(
         "--from-json",
         type=Path,
@@ -140,22 +148,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"meta": meta, **measured}
 
 
-def publish(results: dict[str, Any], directory: Path) -> None:
-    """Print the table and write the JSON, markdown and PNG outputs."""
+def docs_page(args: argparse.Namespace, results: dict[str, Any]) -> Path | None:
+    """Return where the docs page goes: --page, else docs/benchmarks.md for a full run."""
+    if args.page is not None:
+        return Path(args.page)
+    # The page documents the committed results: a quick run or a run written to another
+    # folder would replace its full tables with partial or unpublished ones.
+    if results["meta"]["mode"] == "full" and args.results.resolve() == RESULTS:
+        return DOCS_PAGE
+    return None
+
+
+def publish(results: dict[str, Any], directory: Path, page: Path | None) -> None:
+    """Print the table and write the JSON, markdown and PNG outputs, and the docs page."""
     verdicts = evaluate(results)
     results["targets"] = [verdict.as_dict() for verdict in verdicts]
     print(report.terminal_report(results, verdicts))
     stamped = report.write_json(results, directory, results["meta"]["stamp"])
     report.write_text(directory / "latest.md", report.markdown_report(results, verdicts))
-    report.plot(results, directory / "latest.png")
+    chart = directory / "latest.png"
+    report.plot(results, chart)
     log_line(f"wrote {stamped}, latest.json, latest.md and latest.png in {directory}")
+    if page is None:
+        log_line(f"left {DOCS_PAGE} alone (not a full run into {RESULTS}; --page to choose)")
+        return
+    report.write_text(page, report.benchmarks_page(results, verdicts, page=page, chart=chart))
+    log_line(f"wrote {page}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
     if args.from_json:
-        publish(json.loads(args.from_json.read_text()), args.results)
+        results = json.loads(args.from_json.read_text())
+        publish(results, args.results, docs_page(args, results))
         return 0
     _stop_on_sigterm()
     try:
@@ -163,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log_line("interrupted: every started process was stopped")
         return 130
-    publish(results, args.results)
+    publish(results, args.results, docs_page(args, results))
     log_line(f"done in {results['meta']['elapsed_s']:.0f} s")
     return 0
 
