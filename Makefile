@@ -41,7 +41,7 @@ lint: $(STAMP)  ## ruff format --check, ruff check and mypy --strict src (pinned
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m mypy --strict src
 
-bench: $(STAMP)  ## full benchmark (~20 min): table, bench/results/*.json, latest.png
+bench: $(STAMP)  ## full benchmark (~20 min): docs/benchmarks.md, bench/results/latest.*
 	$(PY) bench/run.py
 
 bench-quick: $(STAMP)  ## quick benchmark (< 3 min)

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from onemodel import server
+from onemodel.model_server import main as server
 from onemodel.model_server.batcher import Batcher, BatchRecord
 
 
