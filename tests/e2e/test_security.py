@@ -73,7 +73,7 @@ def _wait_model_server(address: str, key: str, server: Service) -> None:
 
     def ready() -> bool:
         assert server.process.poll() is None, server.log()[-3000:]
-        return bool(client.info().get("ready"))
+        return client.info().ready
 
     wait_until(ready, 180, f"the model server at {address}")
 
