@@ -14,6 +14,7 @@ from onemodel.errors import ConfigError
 PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
 PRECISIONS = ("float32", "bfloat16")
 MIN_TCP_AUTHKEY_BYTES = 32
+MIN_DECODE_MEMORY_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,20 @@ class Settings:
     max_form_parts: int = 16
     default_top_k: int = 5
     model_server_start_timeout_s: float = 600.0
+    # Decode sandbox (web workers; docs/security.md). Uploads are decoded and resized in
+    # child processes, never in the worker. Processes per worker: default 2, typical 1-4;
+    # more concurrent uploads wait for one. 0 decodes in the worker itself (no
+    # containment: a decoder crash kills the worker; only for comparison and debugging).
+    decoder_processes: int = 2
+    # Address space one decoder may map beyond its idle size (RLIMIT_AS), so the most
+    # memory one decode can take. Default 256 MiB (a 49 MP JPEG, PNG, BMP, TIFF or WebP
+    # fits; 49 MP GIFs do not); a worker's decoding holds at most
+    # decoder_processes x decode_memory_bytes.
+    decode_memory_bytes: int = 256 * 1024 * 1024
+    # Wall-clock limit of one decode, after which the decoder is killed (its CPU-time
+    # limit is this, rounded up to whole seconds). Default 3; keep it well under
+    # request_timeout_s. A 50 MP progressive JPEG takes about 1 s here.
+    decode_timeout_s: float = 3.0
 
     @property
     def preprocess_mode(self) -> str:
@@ -130,6 +145,15 @@ class Settings:
             model_server_start_timeout_s=parser.number(
                 "MODEL_SERVER_START_TIMEOUT_S", cls.model_server_start_timeout_s, minimum=1.0
             ),
+            decoder_processes=parser.integer(
+                "DECODER_PROCESSES", cls.decoder_processes, minimum=0
+            ),
+            decode_memory_bytes=parser.integer(
+                "DECODE_MEMORY_BYTES", cls.decode_memory_bytes, minimum=MIN_DECODE_MEMORY_BYTES
+            ),
+            decode_timeout_s=parser.number(
+                "DECODE_TIMEOUT_S", cls.decode_timeout_s, minimum=0.1
+            ),
         )
         return settings.validated()
 
@@ -147,6 +171,18 @@ class Settings:
             raise ConfigError(
                 f"MODEL_PRECISION={self.precision!r} is not one of {', '.join(PRECISIONS)}"
             )
+        if self.decode_timeout_s >= self.request_timeout_s:
+            raise ConfigError(
+                f"DECODE_TIMEOUT_S={self.decode_timeout_s:g} must be less than "
+                f"REQUEST_TIMEOUT_S={self.request_timeout_s:g}"
+            )
+        if self.decode_memory_bytes < MIN_DECODE_MEMORY_BYTES:
+            raise ConfigError(
+                f"DECODE_MEMORY_BYTES={self.decode_memory_bytes} must be at least "
+                f"{MIN_DECODE_MEMORY_BYTES} (32 MiB)"
+            )
+        if self.decoder_processes < 0:
+            raise ConfigError(f"DECODER_PROCESSES={self.decoder_processes} must be at least 0")
         if self.labels_path is not None and not Path(self.labels_path).is_file():
             raise ConfigError(f"MODEL_LABELS={self.labels_path!r}: no such file")
         return self

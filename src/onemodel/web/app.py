@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 
 from flask import Flask, Response, g, request
@@ -14,6 +15,7 @@ from onemodel.errors import ConfigError
 from onemodel.settings import Settings
 from onemodel.web import inference_protocol, page, routes
 from onemodel.web.error_handlers import onemodel_shape, register_error_handlers
+from onemodel.web.image_decoder import ImageDecoder, create_decoder
 from onemodel.web.metrics import WebMetrics
 from onemodel.web.predictions import Predictor
 from onemodel.web.runtime import EXTENSION, Runtime, runtime
@@ -22,20 +24,31 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-def create_app(settings: Settings | None = None, predictor: Predictor | None = None) -> Flask:
-    """Build the web app. Nothing connects here: a ModelClient connects on first use."""
+def create_app(
+    settings: Settings | None = None,
+    predictor: Predictor | None = None,
+    decoder: ImageDecoder | None = None,
+) -> Flask:
+    """Build the web app. Nothing connects here: a ModelClient connects on first use, and
+    the decode sandbox starts its processes on first use."""
     settings = settings or Settings.from_env()
     metrics = WebMetrics()
     if predictor is None:
         predictor = _default_predictor(settings, on_reconnect=metrics.reconnects.inc)
+    if decoder is None:
+        decoder = create_decoder(settings)
     app = Flask(__name__)
+    # Stop the decoder's processes when the app goes away, or at the latest at exit.
+    weakref.finalize(app, decoder.close)
     app.config.update(
         # Werkzeug answers 413 from Content-Length before reading the body.
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
         MAX_FORM_PARTS=settings.max_form_parts,
         JSON_SORT_KEYS=False,
     )
-    app.extensions[EXTENSION] = Runtime(settings=settings, predictor=predictor, metrics=metrics)
+    app.extensions[EXTENSION] = Runtime(
+        settings=settings, predictor=predictor, metrics=metrics, decoder=decoder
+    )
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(page.blueprint)
     app.register_blueprint(inference_protocol.blueprint)

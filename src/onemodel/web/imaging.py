@@ -68,21 +68,8 @@ def decode_image(
     GIF gives its first frame. When ``min_size`` (height, width) is given, a large JPEG is
     decoded at a reduced scale that still covers it.
     """
-    image_format = sniff_format(data)
-    width, height = read_dimensions(data, image_format)
-    check_pixels(width, height, max_pixels)
-    flags = cv2.IMREAD_COLOR
-    if image_format == "jpeg" and min_size is not None:
-        flags = _reduced_jpeg_flag(width, height, min_size)
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    try:
-        bgr = cv2.imdecode(buffer, flags)
-    except cv2.error:
-        bgr = None
-    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.size == 0:
-        raise InvalidImageError(f"the {image_format.upper()} data could not be decoded")
     # OpenCV decodes to BGR; Keras models (and their preprocessing) expect RGB.
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(_decode_bgr(data, max_pixels, min_size), cv2.COLOR_BGR2RGB)
 
 
 def resize_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -102,17 +89,52 @@ def prepare_image(data: bytes, size: tuple[int, int], max_pixels: int) -> np.nda
     """Turn uploaded bytes into the model's input: RGB uint8 (height, width, 3)."""
     if not data:
         raise InvalidImageError("the upload is empty")
-    return resize_image(decode_image(data, max_pixels, min_size=size), size)
+    # Resize before the colour swap (they commute): no second full-size copy of the image.
+    bgr = resize_image(_decode_bgr(data, max_pixels, min_size=size), size)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _reduced_jpeg_flag(width: int, height: int, min_size: tuple[int, int]) -> int:
+def _decode_bgr(data: bytes, max_pixels: int, min_size: tuple[int, int] | None) -> np.ndarray:
+    image_format = sniff_format(data)
+    width, height = read_dimensions(data, image_format)
+    check_pixels(width, height, max_pixels)
+    flags = cv2.IMREAD_COLOR
+    scale = 1
+    if image_format == "jpeg" and min_size is not None:
+        scale, flags = _reduced_jpeg_flag(width, height, min_size)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        bgr = cv2.imdecode(buffer, flags)
+    except cv2.error as error:
+        # OpenCV checks OPENCV_IO_MAX_IMAGE_PIXELS on the size its own decoder read, which
+        # can differ from what our header reader saw (a lying or ambiguous header).
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
+            raise TooManyPixelsError(
+                f"the image decodes to more than {max_pixels} pixels, the limit"
+            ) from None
+        bgr = None
+    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.size == 0:
+        raise InvalidImageError(f"the {image_format.upper()} data could not be decoded")
+    # The limit holds for what the decoder produced, not for what the header claimed.
+    # (A reduced decode rounds each side up: count the smallest size it can stand for.)
+    decoded_height = bgr.shape[0] * scale - (scale - 1)
+    decoded_width = bgr.shape[1] * scale - (scale - 1)
+    if decoded_height * decoded_width > max_pixels:
+        raise TooManyPixelsError(
+            f"the image decodes to {decoded_width}x{decoded_height} = "
+            f"{decoded_width * decoded_height} pixels; the limit is {max_pixels}"
+        )
+    return bgr
+
+
+def _reduced_jpeg_flag(width: int, height: int, min_size: tuple[int, int]) -> tuple[int, int]:
     # EXIF rotation may swap the axes, so the shorter side must still cover the longer target.
     needed = max(min_size)
     shorter = min(width, height)
     for factor, flag in _REDUCED_JPEG_FLAGS:
         if shorter // factor >= needed:
-            return flag
-    return cv2.IMREAD_COLOR
+            return factor, flag
+    return 1, cv2.IMREAD_COLOR
 
 
 def _png_dimensions(data: bytes) -> tuple[int, int]:

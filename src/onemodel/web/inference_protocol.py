@@ -33,7 +33,7 @@ from onemodel.errors import (
     UnsupportedMediaTypeError,
 )
 from onemodel.web.error_handlers import protocol_shape, register_error_handlers
-from onemodel.web.imaging import prepare_image
+from onemodel.web.image_decoder import ImageDecoder
 from onemodel.web.runtime import runtime
 from onemodel.web.tensors import (
     HEADER_LENGTH_HEADER,
@@ -44,6 +44,7 @@ from onemodel.web.tensors import (
     encode_infer_response,
     parse_infer_request,
 )
+from onemodel.web.uploads import client_socket
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def infer(name: str, version: str | None = None) -> ResponseReturnValue:
     spec = _served_spec(name, version)
     current = runtime()
     parsed = parse_infer_request(_read_body(), request.headers.get(HEADER_LENGTH_HEADER))
-    images = images_from(parsed, spec, current.settings.max_image_pixels)
+    images = images_from(parsed, spec, current.decoder)
     check_outputs(parsed)
     scores = current.predictor.predict(images, current.settings.request_timeout_s)
     header: dict[str, Any] = {"model_name": spec.name, "model_version": MODEL_VERSION}
@@ -144,7 +145,7 @@ def describe_model(spec: ModelInfo) -> dict[str, Any]:
     }
 
 
-def images_from(parsed: InferRequest, spec: ModelInfo, max_image_pixels: int) -> np.ndarray:
+def images_from(parsed: InferRequest, spec: ModelInfo, decoder: ImageDecoder) -> np.ndarray:
     """Return the request's images as the model's input: uint8 (N, H, W, 3)."""
     if len(parsed.inputs) != 1 or parsed.inputs[0].name not in (IMAGE_INPUT, IMAGE_BYTES_INPUT):
         names = ", ".join(repr(tensor.name) for tensor in parsed.inputs)
@@ -162,7 +163,7 @@ def images_from(parsed: InferRequest, spec: ModelInfo, max_image_pixels: int) ->
         )
     if tensor.name == IMAGE_INPUT:
         return _pixels(tensor, spec)
-    return _decoded(tensor, spec, max_image_pixels)
+    return _decoded(tensor, spec, decoder)
 
 
 def check_outputs(parsed: InferRequest) -> None:
@@ -208,7 +209,7 @@ def _pixels(tensor: Tensor, spec: ModelInfo) -> np.ndarray:
     return np.array(tensor.data, dtype=np.uint8)  # a writable copy, not a view of the body
 
 
-def _decoded(tensor: Tensor, spec: ModelInfo, max_pixels: int) -> np.ndarray:
+def _decoded(tensor: Tensor, spec: ModelInfo, decoder: ImageDecoder) -> np.ndarray:
     shape = tensor.shape
     if tensor.datatype != "BYTES" or not shape or shape[0] < 1 or shape[1:] not in ((), (1,)):
         raise InvalidRequestError(
@@ -218,7 +219,7 @@ def _decoded(tensor: Tensor, spec: ModelInfo, max_pixels: int) -> np.ndarray:
     images = []
     for index, data in enumerate(tensor.data.reshape(-1)):
         try:
-            images.append(prepare_image(data, spec.input_size, max_pixels))
+            images.append(decoder.prepare(data, spec.input_size, client_socket(request)))
         except OneModelError as error:
             # Same status and code, naming the element at fault.
             raise type(error)(f"{IMAGE_BYTES_INPUT}[{index}]: {error.message}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -10,7 +11,7 @@ import numpy as np
 from onemodel.boundary.contract import ModelBackend, ModelInfo
 from onemodel.errors import InvalidRequestError
 from onemodel.settings import Settings
-from onemodel.web.imaging import prepare_image
+from onemodel.web.image_decoder import ImageDecoder
 from onemodel.web.ranking import top_classes
 
 
@@ -45,11 +46,20 @@ def top_predictions(scores: np.ndarray, labels: Sequence[str], top_k: int) -> li
 
 
 def predict_upload(
-    predictor: Predictor, data: bytes, top_k_text: str | None, settings: Settings
+    predictor: Predictor,
+    decoder: ImageDecoder,
+    data: bytes,
+    top_k_text: str | None,
+    settings: Settings,
+    client: socket.socket | None = None,
 ) -> dict[str, Any]:
-    """Decode, resize, predict and rank one uploaded image; return the JSON body."""
+    """Decode, resize, predict and rank one uploaded image; return the JSON body.
+
+    ``client`` is the client's socket when the server gives it: a decode is stopped when
+    the client leaves.
+    """
     spec = predictor.spec()
     top_k = parse_top_k(top_k_text, settings.default_top_k, len(spec.labels))
-    image = prepare_image(data, spec.input_size, settings.max_image_pixels)
+    image = decoder.prepare(data, spec.input_size, client)
     scores = predictor.predict(image[np.newaxis], settings.request_timeout_s)
     return {"predictions": top_predictions(scores[0], spec.labels, top_k), "model": spec.name}

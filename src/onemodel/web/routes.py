@@ -9,7 +9,7 @@ from onemodel.errors import InferenceTimeoutError, ModelUnavailableError, OneMod
 from onemodel.web.metrics import CONTENT_TYPE, model_server_up_text
 from onemodel.web.predictions import predict_upload
 from onemodel.web.runtime import runtime
-from onemodel.web.uploads import read_upload
+from onemodel.web.uploads import client_socket, read_upload
 
 blueprint = Blueprint("onemodel", __name__)
 
@@ -17,7 +17,12 @@ blueprint = Blueprint("onemodel", __name__)
 def _predict_request() -> dict[str, object]:
     current = runtime()
     return predict_upload(
-        current.predictor, read_upload(request), request.args.get("top_k"), current.settings
+        current.predictor,
+        current.decoder,
+        read_upload(request),
+        request.args.get("top_k"),
+        current.settings,
+        client_socket(request),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from flask import Request
 
 from onemodel.errors import InvalidRequestError, UnsupportedMediaTypeError
@@ -41,3 +43,9 @@ def read_upload(request: Request) -> bytes:
     if not data:
         raise InvalidRequestError("the uploaded image is empty (0 bytes)")
     return bytes(data)
+
+
+def client_socket(request: Request) -> socket.socket | None:
+    """Return the client's socket when the server gives it (Gunicorn does), else None."""
+    candidate = request.environ.get("gunicorn.socket")
+    return candidate if isinstance(candidate, socket.socket) else None
