@@ -217,28 +217,32 @@ def tiff_huge_tiles(width: int = 16, height: int = 16, tile: int = 16384) -> byt
 
 @dataclass(frozen=True)
 class HostileFile:
-    """One hostile file, its attack class (issue 10's numbering) and the answers it may get."""
+    """One hostile file, its attack class (issue 10's numbering) and the answers it may get:
+    error codes, or "ok" where a contained decoder may decode it (a valid but costly file)."""
 
     name: str
     attack_class: int
     data: bytes
-    codes: frozenset[str]
+    answers: frozenset[str]
 
 
 _UNDECODABLE = frozenset({"invalid_image"})
-_REFUSED = frozenset({"invalid_image", "too_many_pixels"})
+_REFUSED = frozenset({"too_many_pixels"})
+_COSTLY = frozenset({"ok", "invalid_image", "too_many_pixels"})
 
 
 def hostile_files() -> list[HostileFile]:
-    """Every hostile file, with the error codes a contained decoder may answer it with."""
+    """Every hostile file, with the answers a contained decoder may give it."""
     return [
         HostileFile("APNG, frame outside the canvas", 1, apng_bad_frame(), _UNDECODABLE),
         HostileFile("PNG claiming a 4 GB IDAT", 2, png_claiming_idat(), _UNDECODABLE),
         HostileFile("PNG claiming a 1 GB IDAT", 2, png_claiming_idat(1 << 30), _UNDECODABLE),
         HostileFile("JPEG hiding a 10000x10000 frame", 3, jpeg_hiding_its_size(), _REFUSED),
-        HostileFile("TIFF with 16384x16384 tiles", 3, tiff_huge_tiles(), _REFUSED),
+        HostileFile("TIFF with 16384x16384 tiles", 3, tiff_huge_tiles(), _UNDECODABLE),
         HostileFile("progressive JPEG, 8000 scans", 4, progressive_scan_bomb(), _UNDECODABLE),
-        HostileFile("GIF, 49 MP screen", 5, gif_expanding(), _REFUSED),
-        HostileFile("BMP RLE8, 49 MP", 5, bmp_expanding(), _REFUSED),
-        HostileFile("TIFF, 49 MP of shared strips", 5, tiff_expanding(), _REFUSED),
+        HostileFile("GIF, 49 MP screen", 5, gif_expanding(), _COSTLY),
+        HostileFile("BMP RLE8, 49 MP", 5, bmp_expanding(), _COSTLY),
+        HostileFile("TIFF, 49 MP of shared strips", 5, tiff_expanding(), _COSTLY),
+        HostileFile("WebP, 49 MP of one colour", 5, webp_expanding(), _COSTLY),
+        HostileFile("grey APNG, 9 MP", 5, apng_gray(), _COSTLY),
     ]

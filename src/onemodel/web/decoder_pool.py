@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import select
 import signal
@@ -79,8 +80,11 @@ class DecoderPool:
         timeout_s: float,
         max_pixels: int,
         wait_s: float,
+        cpu_s: int | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        # RLIMIT_CPU has a one-second grain; the wall-clock deadline is the finer bound.
+        self._cpu_s = cpu_s if cpu_s is not None else max(1, math.ceil(timeout_s))
         self._wait_s = wait_s
         self._memory_bytes = memory_bytes
         self._timeout_s = timeout_s
@@ -168,9 +172,8 @@ class DecoderPool:
             "onemodel.web.decoder_process",
             "--memory-bytes",
             str(self._memory_bytes),
-            # RLIMIT_CPU has a one-second grain; the wall-clock deadline is the finer bound.
             "--cpu-s",
-            str(max(1, int(self._timeout_s + 0.999))),
+            str(self._cpu_s),
             "--max-pixels",
             str(self._max_pixels),
         ]

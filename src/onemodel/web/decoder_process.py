@@ -71,6 +71,9 @@ def serve(requests: BinaryIO, replies: BinaryIO, cpu_s: int, max_pixels: int) ->
                 replies, "invalid_image", "the image could not be decoded within the memory limit"
             )
             continue
+        except Exception:  # noqa: BLE001  (anything else: this image, not the service)
+            _reply_error(replies, "invalid_image", "the image could not be decoded")
+            continue
         del data
         replies.write(REPLY.pack(STATUS_OK, height, width, pixels.nbytes))
         replies.write(memoryview(pixels).cast("B"))

@@ -10,6 +10,9 @@ import numpy as np
 from onemodel.errors import InvalidImageError, TooManyPixelsError, UnsupportedMediaTypeError
 
 FORMATS = ("jpeg", "png", "gif", "bmp", "webp", "tiff")
+_NEEDS_TOO_MUCH_MEMORY = (
+    "the {} image could not be decoded within the decode memory limit (send a smaller image)"
+)
 
 # OpenCV decodes JPEG at 1/2, 1/4 or 1/8 scale almost for free (the IDCT is skipped).
 _REDUCED_JPEG_FLAGS = (
@@ -112,7 +115,11 @@ def _decode_bgr(data: bytes, max_pixels: int, min_size: tuple[int, int] | None) 
             raise TooManyPixelsError(
                 f"the image decodes to more than {max_pixels} pixels, the limit"
             ) from None
+        if "Insufficient memory" in str(error):
+            raise InvalidImageError(_NEEDS_TOO_MUCH_MEMORY.format(image_format.upper())) from None
         bgr = None
+    except MemoryError:
+        raise InvalidImageError(_NEEDS_TOO_MUCH_MEMORY.format(image_format.upper())) from None
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.size == 0:
         raise InvalidImageError(f"the {image_format.upper()} data could not be decoded")
     # The limit holds for what the decoder produced, not for what the header claimed.
