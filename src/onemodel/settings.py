@@ -95,14 +95,15 @@ class Settings:
     default_top_k: int = 5
     model_server_start_timeout_s: float = 600.0
     # Decode sandbox (web workers; docs/security.md). Uploads are decoded and resized in
-    # child processes, never in the worker. Processes per worker: default 2, typical 1-4;
-    # more concurrent uploads wait for one. 0 decodes in the worker itself (no
-    # containment: a decoder crash kills the worker; only for comparison and debugging).
-    decoder_processes: int = 2
-    # Address space one decoder may map beyond its idle size (RLIMIT_AS), so the most
-    # memory one decode can take. Default 256 MiB (a 49 MP JPEG, PNG, BMP, TIFF or WebP
-    # fits; 49 MP GIFs do not); a worker's decoding holds at most
-    # decoder_processes x decode_memory_bytes.
+    # child processes, never in the worker. Decoder processes per worker: default 1,
+    # typical 1-2; concurrent uploads of one worker wait for a free one (a hostile file
+    # holds it for at most decode_timeout_s). 0 decodes in the worker itself: no
+    # containment (a decoder crash kills the worker); for comparison and debugging only.
+    decoder_processes: int = 1
+    # Memory one decode may use: the address space a decoder may map beyond its idle size
+    # (RLIMIT_AS). Default 256 MiB: JPEGs up to the pixel limit (decoded at reduced
+    # scale), other formats up to about 40 MP (OpenCV holds two full-size copies). A
+    # worker's decoding holds at most decoder_processes x decode_memory_bytes.
     decode_memory_bytes: int = 256 * 1024 * 1024
     # Wall-clock limit of one decode, after which the decoder is killed (its CPU-time
     # limit is this, rounded up to whole seconds). Default 3; keep it well under
