@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from onemodel.errors import InvalidImageError, OneModelError, OverloadedError, TooManyPixelsError
-from onemodel.imaging import prepare_image
+from onemodel.web.imaging import prepare_image
 from onemodel.web.decoder_pool import DecoderFailedError, DecoderPool
 from tests.support.hostile_images import (
     hostile_files,
