@@ -163,16 +163,25 @@ def _count_role(started: Started, roles: Callable[[psutil.Process, int], str], r
     return sum(1 for process in started.tree() if roles(process, started.pid) == role)
 
 
+# The decode sandbox's processes (children of the Gunicorn workers).
+DECODER_COMMAND = "onemodel.web.decoder_process"
+
+
 def gunicorn_role(process: psutil.Process, root_pid: int) -> str:
-    """Name a process of a plain Gunicorn tree: master or worker."""
-    return "master" if process.pid == root_pid else "worker"
+    """Name a process of a plain Gunicorn tree: master, worker or decoder (a worker's)."""
+    if process.pid == root_pid:
+        return "master"
+    return "decoder" if DECODER_COMMAND in cmdline_text(process) else "worker"
 
 
 def onemodel_role(process: psutil.Process, root_pid: int) -> str:
-    """Name a process of onemodel's tree: master, worker or model_server."""
+    """Name a process of onemodel's tree: master, worker, decoder or model_server."""
     if process.pid == root_pid:
         return "master"
-    return "model_server" if "onemodel.model_server" in cmdline_text(process) else "worker"
+    command = cmdline_text(process)
+    if DECODER_COMMAND in command:
+        return "decoder"
+    return "model_server" if "onemodel.model_server" in command else "worker"
 
 
 def tutorial_role(process: psutil.Process, root_pid: int) -> str:

@@ -146,15 +146,11 @@ class Settings:
             model_server_start_timeout_s=parser.number(
                 "MODEL_SERVER_START_TIMEOUT_S", cls.model_server_start_timeout_s, minimum=1.0
             ),
-            decoder_processes=parser.integer(
-                "DECODER_PROCESSES", cls.decoder_processes, minimum=0
-            ),
+            decoder_processes=parser.integer("DECODER_PROCESSES", cls.decoder_processes, minimum=0),
             decode_memory_bytes=parser.integer(
                 "DECODE_MEMORY_BYTES", cls.decode_memory_bytes, minimum=MIN_DECODE_MEMORY_BYTES
             ),
-            decode_timeout_s=parser.number(
-                "DECODE_TIMEOUT_S", cls.decode_timeout_s, minimum=0.1
-            ),
+            decode_timeout_s=parser.number("DECODE_TIMEOUT_S", cls.decode_timeout_s, minimum=0.1),
         )
         return settings.validated()
 

@@ -48,7 +48,9 @@ def png_claiming_idat(claim: int = 0xFFFFFFF0) -> bytes:
 def apng_gray(size: int = 3000, frames: int = 2) -> bytes:
     """A grayscale animated PNG: acTL, fcTL and fdAT around blank frames."""
     raw = zlib.compress(b"".join(b"\x00" + bytes(size) for _ in range(size)), 9)
-    data = PNG_SIGNATURE + _ihdr(size, size, 8, 0) + png_chunk(b"acTL", struct.pack(">II", frames, 0))
+    data = (
+        PNG_SIGNATURE + _ihdr(size, size, 8, 0) + png_chunk(b"acTL", struct.pack(">II", frames, 0))
+    )
     data += _fctl(0, size, size) + png_chunk(b"IDAT", raw)
     sequence = 1
     for _ in range(frames - 1):
@@ -169,11 +171,8 @@ def tiff_expanding(width: int = AT_PIXEL_LIMIT, height: int = AT_PIXEL_LIMIT) ->
     counts_at = offsets_at + 4 * strips
     blob_at = counts_at + 4 * strips
     ifd = struct.pack("<H", len(entries))
-    for tag, kind, count, value in entries:
-        if tag == 273:
-            value = offsets_at
-        elif tag == 279:
-            value = counts_at
+    for tag, kind, count, given in entries:
+        value = {273: offsets_at, 279: counts_at}.get(tag, given)
         if kind == 3 and count == 1:
             ifd += struct.pack("<HHIHH", tag, kind, count, value, 0)
         else:
@@ -204,9 +203,8 @@ def tiff_huge_tiles(width: int = 16, height: int = 16, tile: int = 16384) -> byt
     ifd_offset = 8
     blob_at = ifd_offset + 2 + 12 * len(entries) + 4
     ifd = struct.pack("<H", len(entries))
-    for tag, kind, count, value in entries:
-        if tag == 324:
-            value = blob_at
+    for tag, kind, count, given in entries:
+        value = blob_at if tag == 324 else given
         if kind == 3:
             ifd += struct.pack("<HHIHH", tag, kind, count, value, 0)
         else:

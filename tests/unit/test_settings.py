@@ -113,3 +113,29 @@ def test_loopback_detection() -> None:
     assert parse_address("localhost:1").is_loopback
     assert not parse_address("0.0.0.0:1").is_loopback
     assert not parse_address("10.1.2.3:1").is_loopback
+
+
+def test_decode_sandbox_settings() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.decoder_processes, defaults.decode_memory_bytes) == (1, 256 * 2**20)
+    assert defaults.decode_timeout_s < defaults.request_timeout_s
+    settings = Settings.from_env(
+        {"DECODER_PROCESSES": "0", "DECODE_MEMORY_BYTES": str(2**27), "DECODE_TIMEOUT_S": "1.5"}
+    )
+    assert (settings.decoder_processes, settings.decode_memory_bytes) == (0, 2**27)
+    assert settings.decode_timeout_s == 1.5
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"DECODE_TIMEOUT_S": "30"}, "DECODE_TIMEOUT_S"),  # not under REQUEST_TIMEOUT_S
+        ({"DECODE_TIMEOUT_S": "5", "REQUEST_TIMEOUT_S": "4"}, "DECODE_TIMEOUT_S"),
+        ({"DECODE_MEMORY_BYTES": "1000"}, "DECODE_MEMORY_BYTES"),
+        ({"DECODER_PROCESSES": "-1"}, "DECODER_PROCESSES"),
+        ({"DECODER_PROCESSES": "two"}, "DECODER_PROCESSES"),
+    ],
+)
+def test_bad_decode_settings_fail_loudly(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        Settings.from_env(environ)

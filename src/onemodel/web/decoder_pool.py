@@ -40,6 +40,7 @@ from onemodel.errors import (
 )
 from onemodel.web.decoder_protocol import (
     MAX_ERROR_BYTES,
+    READY,
     REPLY,
     REQUEST,
     REQUEST_MAGIC,
@@ -54,6 +55,8 @@ _ERRORS: Mapping[str, type[OneModelError]] = {
     for error in (InvalidImageError, TooManyPixelsError, UnsupportedMediaTypeError)
 }
 _UNDECODABLE = "the image could not be decoded"
+# Seconds a new decoder may take to start (an interpreter and OpenCV; about 0.3 s idle).
+START_TIMEOUT_S = 60.0
 
 
 class DecoderFailedError(InvalidImageError):
@@ -75,6 +78,7 @@ class DecoderPool:
 
     def __init__(
         self,
+        *,
         processes: int,
         memory_bytes: int,
         timeout_s: float,
@@ -112,7 +116,7 @@ class DecoderPool:
         try:
             decoder = self._checkout()
             try:
-                pixels = decoder.decode(data, size, time.monotonic() + self._timeout_s, client)
+                pixels = decoder.decode(data, size, self._timeout_s, client)
             except DecoderFailedError:
                 self._discard(decoder)
                 raise
@@ -214,18 +218,27 @@ class _Decoder:
             flags = fcntl.fcntl(stream.fileno(), fcntl.F_GETFL)
             fcntl.fcntl(stream.fileno(), fcntl.F_SETFL, flags | os.O_NONBLOCK)
         self.pid = self._process.pid
+        self._started = time.monotonic()
+        self._ready = False
 
     def decode(
         self,
         data: bytes,
         size: tuple[int, int],
-        deadline: float,
+        timeout_s: float,
         client: socket.socket | None,
     ) -> np.ndarray:
-        """Send one request and return the decoded pixels, or raise a OneModelError."""
+        """Send one request and return the decoded pixels, or raise a OneModelError.
+
+        The decode has ``timeout_s`` from the moment the process is ready: starting an
+        interpreter on a busy machine must not count against the image.
+        """
         height, width = size
         watch = _ClientWatch(client)
         try:
+            if not self._ready:
+                self._await_ready(watch)
+            deadline = time.monotonic() + timeout_s
             self._send(REQUEST.pack(REQUEST_MAGIC, height, width, len(data)), deadline, watch)
             self._send(data, deadline, watch)
             status, got_height, got_width, length = REPLY.unpack(
@@ -239,7 +252,7 @@ class _Decoder:
             if (got_height, got_width) != size or length != height * width * 3:
                 raise DecoderFailedError(_UNDECODABLE)
             pixels = np.empty((height, width, 3), dtype=np.uint8)
-            self._receive_into(memoryview(pixels).cast("B"), deadline, watch)
+            self._receive_into(pixels.data.cast("B"), deadline, watch)
             return pixels
         except TimeoutError:
             logger.warning("image decoder %d overran its deadline; killed", self.pid)
@@ -249,6 +262,16 @@ class _Decoder:
         except _ClientGoneError:
             logger.info("client left while decoder %d was decoding; killed", self.pid)
             raise DecoderFailedError("the client closed the connection") from None
+
+    def _await_ready(self, watch: _ClientWatch) -> None:
+        try:
+            signal_byte = self._receive(1, self._started + START_TIMEOUT_S, watch)
+        except TimeoutError:
+            logger.error("image decoder %d did not start in %g s", self.pid, START_TIMEOUT_S)
+            raise DecoderFailedError(_UNDECODABLE) from None
+        if signal_byte != READY:
+            raise EOFError
+        self._ready = True
 
     def kill(self) -> None:
         """Kill the process now and reap it."""

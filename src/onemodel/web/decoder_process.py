@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from onemodel.web.decoder_protocol import (
     MAX_ERROR_BYTES,
+    READY,
     REPLY,
     REQUEST,
     REQUEST_MAGIC,
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     _limit_self(args.memory_bytes)
+    replies.write(READY)
     serve(sys.stdin.buffer, replies, args.cpu_s, args.max_pixels)
     return 0
 
@@ -71,12 +73,12 @@ def serve(requests: BinaryIO, replies: BinaryIO, cpu_s: int, max_pixels: int) ->
                 replies, "invalid_image", "the image could not be decoded within the memory limit"
             )
             continue
-        except Exception:  # noqa: BLE001  (anything else: this image, not the service)
+        except Exception:
             _reply_error(replies, "invalid_image", "the image could not be decoded")
             continue
         del data
         replies.write(REPLY.pack(STATUS_OK, height, width, pixels.nbytes))
-        replies.write(memoryview(pixels).cast("B"))
+        replies.write(pixels.data.cast("B"))
 
 
 def _limit_self(memory_bytes: int) -> None:

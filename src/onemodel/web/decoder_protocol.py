@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+# Sent once by a decoder when its limits are set and it reads requests.
+READY = b"R"
 # Request: magic, model input height and width, length of the image bytes that follow.
 REQUEST = struct.Struct(">4sHHQ")
 REQUEST_MAGIC = b"DEC1"

@@ -51,6 +51,7 @@ def predict_upload(
     data: bytes,
     top_k_text: str | None,
     settings: Settings,
+    *,
     client: socket.socket | None = None,
 ) -> dict[str, Any]:
     """Decode, resize, predict and rank one uploaded image; return the JSON body.

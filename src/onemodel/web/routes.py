@@ -22,7 +22,7 @@ def _predict_request() -> dict[str, object]:
         read_upload(request),
         request.args.get("top_k"),
         current.settings,
-        client_socket(request),
+        client=client_socket(request),
     )
 
 

@@ -21,8 +21,8 @@ import pytest
 from PIL import Image
 
 from onemodel.errors import InvalidImageError, OneModelError, OverloadedError, TooManyPixelsError
-from onemodel.web.imaging import prepare_image
 from onemodel.web.decoder_pool import DecoderFailedError, DecoderPool
+from onemodel.web.imaging import prepare_image
 from tests.support.hostile_images import (
     hostile_files,
     jpeg_hiding_its_size,
@@ -202,7 +202,9 @@ def test_normal_requests_go_on_while_a_bomb_decodes(photo_jpeg: bytes) -> None:
     bomb: list[str] = []
     try:
         pool.prepare(photo_jpeg, SIZE)
-        worker = threading.Thread(target=lambda: bomb.append(_answer(pool, progressive_scan_bomb())))
+        worker = threading.Thread(
+            target=lambda: bomb.append(_answer(pool, progressive_scan_bomb()))
+        )
         worker.start()
         started = time.monotonic()
         answers = [_answer(pool, photo_jpeg) for _ in range(10)]

@@ -161,3 +161,30 @@ def test_prepare_image_returns_model_input() -> None:
     out = prepare_image(data, (64, 32), BIG)
     assert out.shape == (64, 32, 3)
     assert out.dtype == np.uint8
+
+
+def test_the_pixel_limit_holds_for_what_the_decoder_produced() -> None:
+    from tests.support.hostile_images import jpeg_hiding_its_size  # noqa: PLC0415
+
+    data = jpeg_hiding_its_size(3000, 3000)
+    assert read_dimensions(data, "jpeg") == (16, 16)  # the header reader is fooled...
+    with pytest.raises(TooManyPixelsError, match="3000x3000"):
+        decode_image(data, max_pixels=1_000_000)  # ...the check on the result is not
+    assert decode_image(data, max_pixels=10_000_000).shape == (3000, 3000, 3)
+
+
+def test_a_reduced_jpeg_decode_counts_its_full_size() -> None:
+    # 4001x3001 decodes at 1/8 to 501x376, which scaled back (4008x3008) is over the limit.
+    big = cv2.resize(_halves(), (4001, 3001), interpolation=cv2.INTER_NEAREST)
+    ok, encoded = cv2.imencode(".jpg", big)
+    assert ok
+    limit = 4001 * 3001 + 2000
+    assert prepare_image(encoded.tobytes(), (224, 224), limit).shape == (224, 224, 3)
+    with pytest.raises(TooManyPixelsError):
+        prepare_image(encoded.tobytes(), (224, 224), 4001 * 3001 - 1)
+
+
+def test_prepare_image_matches_decode_then_resize() -> None:
+    data = _pil_bytes(Image.fromarray(_halves(300, 500)), "PNG")
+    expected = resize_image(decode_image(data, BIG, min_size=(64, 32)), (64, 32))
+    np.testing.assert_array_equal(prepare_image(data, (64, 32), BIG), expected)
