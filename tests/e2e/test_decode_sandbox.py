@@ -3,7 +3,8 @@
 For every file of issue 10's classes 1-5: a JSON 4xx within 5 s, the same workers before
 and after, every concurrent normal request answered 200, and the service's peak memory
 (RSS summed over the whole process tree, decoders included) at most 300 MB over idle;
-four expanding files at once at most 700 MB over idle.
+four expanding files at once at most 700 MB over idle (and answered within two decode
+deadlines: with one decoder per worker, two of them wait).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MB = 1_000_000
 ANSWER_S = 5.0
+DECODE_TIMEOUT_S = 3.0
 ONE_FILE_MB = 300
 FOUR_FILES_MB = 700
 EXPANDING = [case for case in hostile_files() if case.attack_class == 5][:4]
@@ -37,7 +39,7 @@ def deployment(
 ) -> Iterator[WebDeployment]:
     web = start_web(
         tmp_path_factory.mktemp("sandbox"),
-        {"MODEL_PATH": str(tiny_model), "DECODE_TIMEOUT_S": "3"},
+        {"MODEL_PATH": str(tiny_model), "DECODE_TIMEOUT_S": str(DECODE_TIMEOUT_S)},
         workers=2,
         threads=4,
     )
@@ -187,7 +189,8 @@ def test_four_expanding_files_at_once_stay_within_the_budget(
     )
     for case, answer in zip(EXPANDING, answers, strict=True):
         assert _code(answer) in case.answers
-    assert took < ANSWER_S
+    # Two workers with one decoder each: two of the four wait for the first two.
+    assert took < 2 * DECODE_TIMEOUT_S + 2.0
     assert statuses and set(statuses) == {200}
     assert deployment.worker_pids() == workers_at_start
     assert rise_mb <= FOUR_FILES_MB
