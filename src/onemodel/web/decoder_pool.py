@@ -150,9 +150,18 @@ class DecoderPool:
         with self._lock:
             if self._closed:
                 raise OverloadedError("the image decoders are shutting down")
-            if self._idle:
-                return self._idle.pop()
-        decoder = _Decoder(self._command(), self._child_environ())
+            while self._idle:
+                decoder = self._idle.pop()
+                if decoder.alive():
+                    return decoder
+                # Died while idle (say, the kernel's OOM killer): not this upload's fault.
+                self._running.discard(decoder)
+                decoder.kill()
+        try:
+            decoder = _Decoder(self._command(), self._child_environ())
+        except OSError as error:
+            logger.error("cannot start an image decoder: %s", error)
+            raise OverloadedError("no image decoder could be started; retry later") from None
         with self._lock:
             self._running.add(decoder)
         return decoder
@@ -272,6 +281,10 @@ class _Decoder:
         if signal_byte != READY:
             raise EOFError
         self._ready = True
+
+    def alive(self) -> bool:
+        """Return whether the process is still running."""
+        return self._process.poll() is None
 
     def kill(self) -> None:
         """Kill the process now and reap it."""

@@ -293,3 +293,14 @@ def _peak_rss_during(pool: DecoderPool, action: object) -> int:
         stop.set()
         sampler.join()
     return peak
+
+
+def test_a_decoder_that_died_while_idle_is_replaced_silently(
+    pool: DecoderPool, photo_jpeg: bytes
+) -> None:
+    pool.prepare(photo_jpeg, SIZE)
+    (pid,) = pool.pids()
+    os.kill(pid, signal.SIGKILL)  # as the kernel's OOM killer would
+    wait_until(lambda: not _alive(pid), timeout_s=5, what=f"decoder {pid} to die")
+    assert pool.prepare(photo_jpeg, SIZE).shape == (*SIZE, 3)
+    assert pool.pids() and pid not in pool.pids()
