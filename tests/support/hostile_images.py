@@ -29,8 +29,10 @@ def _ihdr(width: int, height: int, depth: int = 8, color_type: int = 2) -> bytes
     return png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0))
 
 
-def _fctl(sequence: int, width: int, height: int, x: int = 0, y: int = 0) -> bytes:
-    body = struct.pack(">IIIIIHHBB", sequence, width, height, x, y, 1, 10, 0, 0)
+def _fctl(
+    sequence: int, width: int, height: int, x: int = 0, y: int = 0, *, dispose: int = 0
+) -> bytes:
+    body = struct.pack(">IIIIIHHBB", sequence, width, height, x, y, 1, 10, dispose, 0)
     return png_chunk(b"fcTL", body)
 
 
@@ -45,18 +47,36 @@ def png_claiming_idat(claim: int = 0xFFFFFFF0) -> bytes:
     return data + bytes(83 - len(data))
 
 
-def apng_gray(size: int = 3000, frames: int = 2) -> bytes:
-    """A grayscale animated PNG: acTL, fcTL and fdAT around blank frames."""
+def apng_gray(size: int = 3000, frames: int = 2, dispose: int = 0) -> bytes:
+    """A grayscale animated PNG: acTL, fcTL and fdAT around blank frames.
+
+    With ``dispose=1`` (clear the first frame's area once shown) OpenCV 5.0.0's APNG reader
+    clears three bytes per pixel of its one-byte-per-pixel grey frame buffer: a heap
+    overflow, which glibc stops with "double free or corruption" (SIGABRT).
+    """
     raw = zlib.compress(b"".join(b"\x00" + bytes(size) for _ in range(size)), 9)
     data = (
         PNG_SIGNATURE + _ihdr(size, size, 8, 0) + png_chunk(b"acTL", struct.pack(">II", frames, 0))
     )
-    data += _fctl(0, size, size) + png_chunk(b"IDAT", raw)
+    data += _fctl(0, size, size, dispose=dispose) + png_chunk(b"IDAT", raw)
     sequence = 1
     for _ in range(frames - 1):
         data += _fctl(sequence, size, size)
         data += png_chunk(b"fdAT", struct.pack(">I", sequence + 1) + raw)
         sequence += 2
+    return data + png_chunk(b"IEND", b"")
+
+
+def apng_bad_chunk_type(size: int = 32) -> bytes:
+    """A grey animated PNG whose frame data chunk has a type that is not four letters.
+
+    libpng reports it with png_error, a longjmp to the jmp_buf OpenCV 5.0.0 set in a
+    function that has already returned: a segmentation fault.
+    """
+    raw = zlib.compress(b"".join(b"\x00" + bytes(size) for _ in range(size)), 9)
+    data = PNG_SIGNATURE + _ihdr(size, size, 8, 0) + png_chunk(b"acTL", struct.pack(">II", 2, 0))
+    data += png_chunk(b"IDAT", raw) + _fctl(1, size, size)
+    data += png_chunk(b"f\x8eA\xc4", struct.pack(">I", 2) + raw)
     return data + png_chunk(b"IEND", b"")
 
 
@@ -233,6 +253,13 @@ def hostile_files() -> list[HostileFile]:
     """Every hostile file, with the answers a contained decoder may give it."""
     return [
         HostileFile("APNG, frame outside the canvas", 1, apng_bad_frame(), _UNDECODABLE),
+        HostileFile(
+            "grey APNG clearing its frame (heap overflow)",
+            1,
+            apng_gray(32, dispose=1),
+            _UNDECODABLE,
+        ),
+        HostileFile("grey APNG, bad chunk type (SIGSEGV)", 1, apng_bad_chunk_type(), _UNDECODABLE),
         HostileFile("PNG claiming a 4 GB IDAT", 2, png_claiming_idat(), _UNDECODABLE),
         HostileFile("PNG claiming a 1 GB IDAT", 2, png_claiming_idat(1 << 30), _UNDECODABLE),
         HostileFile("JPEG hiding a 10000x10000 frame", 3, jpeg_hiding_its_size(), _REFUSED),

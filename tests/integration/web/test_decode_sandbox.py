@@ -24,6 +24,8 @@ from onemodel.errors import InvalidImageError, OneModelError, OverloadedError, T
 from onemodel.web.decoder_pool import DecoderFailedError, DecoderPool
 from onemodel.web.imaging import prepare_image
 from tests.support.hostile_images import (
+    apng_bad_chunk_type,
+    apng_gray,
     hostile_files,
     jpeg_hiding_its_size,
     png_claiming_idat,
@@ -139,6 +141,25 @@ def test_a_decoder_that_dies_costs_only_its_request(pool: DecoderPool, photo_jpe
     killer.join()
     assert pool.prepare(photo_jpeg, SIZE).shape == (*SIZE, 3)
     assert pool.pids() and pool.pids() != {pid}
+
+
+@pytest.mark.parametrize(
+    ("crash", "data"),
+    [
+        ("SIGABRT", apng_gray(32, dispose=1)),  # heap overflow in OpenCV's APNG reader
+        ("SIGSEGV", apng_bad_chunk_type()),  # libpng longjmps into a returned frame
+    ],
+)
+def test_a_real_decoder_crash_costs_only_its_request(
+    pool: DecoderPool, photo_jpeg: bytes, caplog: pytest.LogCaptureFixture, crash: str, data: bytes
+) -> None:
+    pool.prepare(photo_jpeg, SIZE)
+    (pid,) = pool.pids()
+    with pytest.raises(DecoderFailedError, match="decoder failed"):
+        pool.prepare(data, SIZE)
+    assert f"died of {crash}" in caplog.text
+    assert pool.prepare(photo_jpeg, SIZE).shape == (*SIZE, 3)
+    assert pool.pids() and pid not in pool.pids()
 
 
 def test_a_cpu_overrun_is_stopped_by_the_decoder_itself(photo_jpeg: bytes) -> None:
