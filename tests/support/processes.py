@@ -111,12 +111,12 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> Service:
-    """Start a command from the repository root in its own process group, logging to a file."""
+def spawn(command: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> Service:
+    """Start a command (from the repository root) in its own process group, logging to a file."""
     log = log_path.open("ab")
     process = subprocess.Popen(
         command,
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -127,7 +127,7 @@ def _spawn(command: list[str], env: dict[str, str], log_path: Path) -> Service:
 
 def start_model_server(env: dict[str, str], log_path: Path, *args: str) -> Service:
     """Start ``python model_server.py`` in its own process group."""
-    return _spawn([PYTHON, str(ROOT / "model_server.py"), *args], env, log_path)
+    return spawn([PYTHON, str(ROOT / "model_server.py"), *args], env, log_path)
 
 
 def start_gunicorn(
@@ -136,7 +136,7 @@ def start_gunicorn(
     """Start ``gunicorn -c gunicorn.conf.py wsgi:app`` on 127.0.0.1:port in its own group."""
     config_path = str(config or ROOT / "gunicorn.conf.py")
     command = [PYTHON, "-m", "gunicorn", "-c", config_path, "--bind", f"127.0.0.1:{port}"]
-    return _spawn([*command, *args, "wsgi:app"], env, log_path)
+    return spawn([*command, *args, "wsgi:app"], env, log_path)
 
 
 def wait_ready(

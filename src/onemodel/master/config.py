@@ -10,15 +10,31 @@ from __future__ import annotations
 
 import os
 
+from onemodel.errors import ConfigError
 from onemodel.master import hooks
+
+
+def _integer(name: str, default: int, minimum: int) -> int:
+    """Read an integer variable; a bad value raises ConfigError naming it."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={text!r} must be at least {minimum}")
+    return value
+
 
 # Where to listen. Default 127.0.0.1:8000; HOST and PORT change it (the container sets
 # HOST=0.0.0.0). Typical: 0.0.0.0:8000 behind a load balancer.
-bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"]
+bind = [f"{os.environ.get('HOST', '127.0.0.1')}:{_integer('PORT', 8000, minimum=1)}"]
 
 # Worker processes (Gunicorn's WEB_CONCURRENCY convention). Default 2; typical 2-4 per
 # core. Workers only decode and resize images, so they are small (no TensorFlow).
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = _integer("WEB_CONCURRENCY", 2, minimum=1)
 
 # Threads per worker. Default 8; typical 4-16. Each thread holds its own connection to the
 # model server, so workers x threads requests can wait in the model server's batch queue
@@ -26,21 +42,21 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # worker accepts more keep-alive connections than it has threads and the kernel does not
 # spread them evenly, so give each worker enough threads for its share of clients (the
 # benchmark found few threads per worker left requests waiting in workers, not batched).
-threads = int(os.environ.get("WEB_THREADS", "8"))
+threads = _integer("WEB_THREADS", 8, minimum=1)
 
 # Threaded workers ("gthread") so one worker keeps several requests in flight.
 worker_class = "gthread"
 
 # Seconds a worker may be silent before the master restarts it. Default 60; keep it above
 # REQUEST_TIMEOUT_S so Gunicorn never kills a worker waiting on a slow batch.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+timeout = _integer("GUNICORN_TIMEOUT", 60, minimum=0)
 
 # Seconds given to in-flight requests after SIGTERM before workers are killed. Default 30.
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+graceful_timeout = _integer("GUNICORN_GRACEFUL_TIMEOUT", 30, minimum=0)
 
 # Seconds an idle keep-alive connection stays open. Default 5; typical 2-75 (match the
 # load balancer's idle timeout).
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+keepalive = _integer("GUNICORN_KEEPALIVE", 5, minimum=0)
 
 # Load the app in each worker after fork, never in the master: a model-server connection
 # made before fork would be shared (and corrupted) by every worker. Keep False.

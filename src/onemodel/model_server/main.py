@@ -35,10 +35,10 @@ EXIT_CONFIG = 2
 EXIT_LOAD = 3
 
 
-def parse_settings(argv: Sequence[str] | None = None) -> Settings:
+def parse_settings(argv: Sequence[str] | None = None, prog: str = "model_server.py") -> Settings:
     """Build settings from the environment, overridden by command-line flags."""
     parser = argparse.ArgumentParser(
-        prog="model_server.py",
+        prog=prog,
         description="Serve one Keras image classifier to many web workers over a "
         "multiprocessing manager. Every flag has an environment variable; flags win.",
     )
@@ -177,12 +177,12 @@ def _install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python model_server.py``."""
+def main(argv: Sequence[str] | None = None, prog: str = "model_server.py") -> int:
+    """Entry point of ``python model_server.py`` and ``onemodel model-server``."""
     configure_logging()
     limit_malloc_arenas()
     try:
-        settings = parse_settings(argv)
+        settings = parse_settings(argv, prog)
         return run(settings)
     except OneModelError as error:
         logger.error("%s", error.message)

@@ -1,0 +1,34 @@
+"""Load and warm the model once ahead of time (``onemodel prepare``), filling its caches.
+
+An image build runs it so a container starts without downloads (the VGG16 ImageNet weights
+land in the Keras cache; converted engine files in theirs), also on read-only filesystems.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from onemodel.errors import ModelLoadError
+from onemodel.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def prepare(settings: Settings) -> str:
+    """Load the model the settings name, run one warm-up batch; return a one-line summary."""
+    # Imported here: TensorFlow costs seconds and memory, and only this path needs it.
+    from onemodel.model_server.model import load_classifier  # noqa: PLC0415
+
+    started = time.monotonic()
+    classifier = load_classifier(settings)
+    height, width = classifier.input_size
+    scores = classifier.predict(np.zeros((1, height, width, 3), dtype=np.uint8))
+    if scores.shape != (1, classifier.num_classes):
+        raise ModelLoadError(f"the warm-up returned scores of shape {scores.shape}")
+    return (
+        f"prepared {classifier.name}: input {height}x{width}, {classifier.num_classes} classes, "
+        f"precision {classifier.precision}, in {time.monotonic() - started:.1f} s"
+    )
