@@ -72,30 +72,44 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return wheels[0]
 
 
-def _venv(tmp_path: Path, wheel: Path, extra: str = "") -> Path:
-    """Create a fresh virtualenv outside the checkout and pip install the wheel into it."""
-    venv = tmp_path / "venv"
-    assert ROOT not in venv.parents
-    _run([sys.executable, "-m", "venv", str(venv)], 120.0, env=_clean_env())
-    target = f"{wheel}[{extra}]" if extra else str(wheel)
-    # The constraints pin what the tests ran with; --no-compile: byte-compiling
-    # TensorFlow's thousands of modules would double the install time.
+def _pip(venv: Path, *args: str, timeout_s: float = INSTALL_TIMEOUT_S) -> None:
+    """Run the checkout's pip on the virtualenv's interpreter (the venv needs no pip of its own)."""
     _run(
-        [
-            str(venv / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-compile",
-            "-c",
-            str(ROOT / "constraints.txt"),
-            target,
-        ],
-        INSTALL_TIMEOUT_S,
+        [PYTHON, "-m", "pip", "--python", str(venv / "bin" / "python"), *args],
+        timeout_s,
         env=_clean_env(),
     )
+
+
+def _install(venv: Path, requirement: str) -> float:
+    """pip install a requirement into the virtualenv, pinned by constraints.txt; return seconds."""
+    started = time.monotonic()
+    # --no-compile: byte-compiling TensorFlow's thousands of modules doubles the install time.
+    _pip(
+        venv, "install", "--quiet", "--no-compile", "-c", str(ROOT / "constraints.txt"), requirement
+    )
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def web_venv(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
+    """A fresh virtualenv outside the checkout with the wheel, no extras: the web side."""
+    venv = tmp_path_factory.mktemp("venv") / "venv"
+    assert ROOT not in venv.parents
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], 120.0, env=_clean_env())
+    print(f"pip install onemodel (no extras): {_install(venv, str(wheel)):.1f} s")
     return venv
+
+
+@pytest.fixture(scope="module")
+def model_venv(web_venv: Path, wheel: Path) -> Path:
+    """The same virtualenv after `pip install "onemodel[model]"`: TensorFlow and Keras added.
+
+    Reused rather than made anew: the web-only test has looked at it first (tests run in
+    file order), and a second virtualenv would only repeat the web side's install.
+    """
+    print(f'pip install "onemodel[model]": {_install(web_venv, f"{wheel}[model]"):.1f} s')
+    return web_venv
 
 
 def _finds(venv: Path, modules: tuple[str, ...]) -> list[str]:
@@ -146,14 +160,14 @@ def test_the_wheel_holds_the_package_its_data_and_the_command(wheel: Path) -> No
 
 
 def test_web_only_install_has_no_tensorflow_and_serves_a_remote_model_server(
-    wheel: Path,
+    web_venv: Path,
     tmp_path: Path,
     tiny_model: Path,
     photo_jpeg: bytes,
     services: list[Service],
 ) -> None:
     empty_directory = _empty_directory(tmp_path)
-    venv = _venv(tmp_path, wheel)
+    venv = web_venv
     assert _finds(venv, MODEL_MODULES) == []
     assert _finds(venv, ("flask", "gunicorn", "cv2", "prometheus_client")) == [
         "flask",
@@ -163,9 +177,11 @@ def test_web_only_install_has_no_tensorflow_and_serves_a_remote_model_server(
     ]
     show = subprocess.run(
         [
-            str(venv / "bin" / "python"),
+            PYTHON,
             "-m",
             "pip",
+            "--python",
+            str(venv / "bin" / "python"),
             "show",
             "tensorflow",
             "tensorflow-cpu",
@@ -244,16 +260,14 @@ def test_web_only_install_has_no_tensorflow_and_serves_a_remote_model_server(
 
 
 def test_model_install_serves_a_model_file_from_an_empty_directory(
-    wheel: Path,
+    model_venv: Path,
     tmp_path: Path,
     tiny_model: Path,
     photo_jpeg: bytes,
     services: list[Service],
 ) -> None:
     empty_directory = _empty_directory(tmp_path)
-    started = time.monotonic()
-    venv = _venv(tmp_path, wheel, extra="model")
-    print(f"fresh virtualenv with onemodel[model]: {time.monotonic() - started:.1f} s")
+    venv = model_venv
     assert _finds(venv, MODEL_MODULES) == list(MODEL_MODULES)
     (empty_directory / "model.keras").write_bytes(tiny_model.read_bytes())
 
