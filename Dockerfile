@@ -1,12 +1,28 @@
-# onemodel: one Keras model server + Gunicorn web tier in one container.
+# onemodel: one Keras model server + Gunicorn web tier in one container, installed from the
+# same wheel users install (`pip install "onemodel-*.whl[model]"`).
 #
 #   docker build -t onemodel .                          # bakes the VGG16 ImageNet weights (~530 MB)
 #   docker build --build-arg BAKE_WEIGHTS=0 -t onemodel .   # no download at build time
 #   docker run -p 127.0.0.1:8000:8000 onemodel
 #
-# The default command starts Gunicorn; its master starts a private model server (no
-# MODEL_SERVER_ADDRESS) and stops it last on SIGTERM. For split tiers, run
-# `python model_server.py` and Gunicorn with MODEL_SERVER_ADDRESS (see docker-compose.yml).
+# The default command is `onemodel serve`: Gunicorn's master (PID 1) starts a private model
+# server (no MODEL_SERVER_ADDRESS) and stops it last on SIGTERM. For split tiers, run
+# `onemodel model-server` and `onemodel serve` with MODEL_SERVER_ADDRESS (docker-compose.yml).
+
+# --- Stage 1: the wheel, built by `python -m build` as a release would build it.
+FROM python:3.11-slim AS wheel
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /build
+COPY constraints.txt ./
+RUN pip install --no-cache-dir -c constraints.txt build
+COPY pyproject.toml README.md LICENSE ./
+COPY src ./src
+RUN python -m build --wheel --outdir /dist .
+
+# --- Stage 2: the runtime, with the wheel and its [model] extra installed.
 FROM python:3.11-slim
 
 ARG BAKE_WEIGHTS=1
@@ -23,36 +39,36 @@ RUN groupadd --gid 10001 app \
     && install -d -o app -g app -m 0755 /home/app/.keras /home/app/.keras/models \
     && python -m venv "$VIRTUAL_ENV"
 
-WORKDIR /app
-
 # Dependencies first, from pyproject.toml alone, so editing src/ does not reinstall TensorFlow;
 # pinned by constraints.txt (the versions the tests ran with). TensorFlow's C++ headers
 # (~290 MB) only serve to compile custom ops: removed.
-COPY pyproject.toml constraints.txt ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['model']))" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt \
+COPY pyproject.toml constraints.txt /tmp/install/
+RUN python -c "import tomllib; p = tomllib.load(open('/tmp/install/pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['model']))" > /tmp/install/requirements.txt \
+    && pip install --no-cache-dir -c /tmp/install/constraints.txt -r /tmp/install/requirements.txt \
     && rm -rf "$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/tensorflow/include"
 
-# The package itself (no dependency resolution: they are all installed above).
-COPY src ./src
-RUN pip install --no-cache-dir --no-deps . && rm -rf build src/*.egg-info
-
-COPY wsgi.py model_server.py gunicorn.conf.py ./
+# The wheel from stage 1, as a user installs it (its dependencies are already satisfied).
+COPY --from=wheel /dist /tmp/dist
+RUN pip install --no-cache-dir -c /tmp/install/constraints.txt \
+        "$(ls /tmp/dist/onemodel-*.whl)[model]" \
+    && rm -rf /tmp/dist /tmp/install \
+    && onemodel --version
 
 ENV HOST=0.0.0.0 \
     PORT=8000 \
     PYTHONUNBUFFERED=1 \
     TF_CPP_MIN_LOG_LEVEL=2
 
+# No repository files: the service runs from the installed package in an empty directory.
+WORKDIR /home/app
 USER 10001:10001
 
-# Optionally bake the VGG16 ImageNet weights into /home/app/.keras/models, so a container
-# starts without a 528 MB download. Builds without internet access use BAKE_WEIGHTS=0.
+# Optionally bake the VGG16 ImageNet weights into /home/app/.keras/models (`onemodel prepare`
+# loads and warms the model once), so a container starts without a 528 MB download, also on
+# a read-only filesystem. Builds without internet access use BAKE_WEIGHTS=0.
 RUN if [ "$BAKE_WEIGHTS" = "1" ]; then \
-        python -c "import keras; keras.applications.VGG16(weights='imagenet')" \
-        && ls -l /home/app/.keras/models; \
+        onemodel prepare vgg16 && ls -l /home/app/.keras/models; \
     fi
 
 EXPOSE 8000
@@ -64,5 +80,6 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=600s --retries=3 \
 
 STOPSIGNAL SIGTERM
 
-# Exec form: Gunicorn is PID 1 and gets SIGTERM itself (workers stop, then the model server).
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+# Exec form: `onemodel serve` is Gunicorn's master, PID 1, and gets SIGTERM itself (workers
+# stop, then the model server).
+CMD ["onemodel", "serve"]

@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 ENGINE_UP := ../shared/container/engine-up
 
-.PHONY: help install serve test test-fast lint bench bench-quick precision soak docker constraints clean
+.PHONY: help install serve test test-fast lint dist bench bench-quick precision soak docker constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -41,6 +41,9 @@ lint: $(STAMP)  ## ruff format --check, ruff check and mypy --strict src (pinned
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m mypy --strict src
 
+dist: $(STAMP)  ## build the sdist and the wheel users install (python -m build) into dist/
+	rm -rf dist && $(PY) -m build --outdir dist .
+
 bench: $(STAMP)  ## full benchmark (~20 min): docs/benchmarks.md, bench/results/latest.*
 	$(PY) bench/run.py
 
@@ -60,4 +63,4 @@ constraints: $(STAMP)  ## re-pin constraints.txt from the current .venv
 	$(PIP) freeze --exclude-editable | grep -v '^onemodel' > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean:  ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache tests/artifacts
+	rm -rf $(VENV) .pytest_cache tests/artifacts dist build

@@ -209,8 +209,8 @@ def test_workload_commands_and_images() -> None:
     server = only_container(get("Deployment", MODEL_SERVER))
     web = only_container(get("Deployment", WEB))
     assert server["image"] == web["image"] == IMAGE
-    assert server["command"] == ["python", "model_server.py"]
-    assert web["command"] == ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+    assert server["command"] == ["onemodel", "model-server"]
+    assert web["command"] == ["onemodel", "serve"]
     assert env_of(server)["MODEL_WEIGHTS"] == "imagenet"
     assert int(env_of(server)["MAX_BATCH_SIZE"]) >= 1
     web_env = env_of(web)
@@ -267,7 +267,7 @@ def test_web_service_reaches_the_web_pods() -> None:
     container = only_container(deployment)
     assert port["port"] == 80
     assert container_port(container, port["targetPort"]) == int(env_of(container)["PORT"])
-    # gunicorn.conf.py binds HOST:PORT and defaults HOST to loopback.
+    # onemodel.master.config binds HOST:PORT and defaults HOST to loopback.
     assert env_of(container)["HOST"] == "0.0.0.0"
 
 
@@ -426,8 +426,8 @@ def test_compose_services_and_commands() -> None:
     server, web = services["model-server"], services["web"]
     assert server["image"] == web["image"] == IMAGE
     assert server["build"] in (".", {"context": "."}) or server["build"].get("context") == "."
-    assert compose_command(server) == ["python", "model_server.py"]
-    assert compose_command(web) == ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+    assert compose_command(server) == ["onemodel", "model-server"]
+    assert compose_command(web) == ["onemodel", "serve"]
 
 
 def test_compose_authkey_secret_is_declared_and_used_by_both() -> None:
