@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+import onemodel
 from tests.support.processes import ROOT, free_port, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.e2e]
@@ -176,6 +177,15 @@ def test_image_serves_predictions_as_non_root_and_stops_on_sigterm(
     assert probe.returncode == 0, (
         f"HEALTHCHECK failed: {probe.stderr[-2000:]}\n{_logs(container_name)}"
     )
+
+    # Installed from the wheel (not a copy of the checkout) and run as `onemodel serve`.
+    installed = docker("exec", container_name, "python", "-m", "pip", "show", "onemodel").stdout
+    assert f"Version: {onemodel.__version__}" in installed, installed
+    assert "Editable project location" not in installed, installed
+    command = json.loads(docker("inspect", "--format", "{{json .Config.Cmd}}", image).stdout)
+    assert command == ["onemodel", "serve"]
+    workdir = set(docker("exec", container_name, "ls", "-A").stdout.split())
+    assert not workdir & {"wsgi.py", "gunicorn.conf.py", "model_server.py", "src"}, workdir
 
     # docker stop sends SIGTERM (STOPSIGNAL) to Gunicorn (PID 1): workers finish, the master
     # stops the model server and exits 0. 137 would mean SIGKILL after the stop timeout.
