@@ -37,11 +37,10 @@ MODEL_MODULES = ("tensorflow", "keras")
 def _run(
     command: list[str], timeout_s: float, **kwargs: object
 ) -> subprocess.CompletedProcess[str]:
-    started = time.monotonic()
+    """Run a command to completion; fail with its output if it exits non-zero."""
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=timeout_s, check=False, **kwargs
     )
-    print(f"{Path(command[0]).name} {' '.join(command[1:3])}: {time.monotonic() - started:.1f} s")
     assert result.returncode == 0, (
         f"{command} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
@@ -62,11 +61,13 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("wheel")
     clone = work / "clone"
     _run(["git", "clone", "--quiet", str(ROOT), str(clone)], 120.0)
+    started = time.monotonic()
     _run(
         [PYTHON, "-m", "build", "--wheel", "--outdir", str(work / "dist"), str(clone)],
         BUILD_TIMEOUT_S,
         env=_clean_env(),
     )
+    print(f"python -m build --wheel: {time.monotonic() - started:.1f} s")
     wheels = list((work / "dist").glob("onemodel-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]
@@ -272,6 +273,7 @@ def test_model_install_serves_a_model_file_from_an_empty_directory(
     (empty_directory / "model.keras").write_bytes(tiny_model.read_bytes())
 
     port = free_port()
+    started = time.monotonic()
     service = spawn(
         [
             str(venv / "bin" / "onemodel"),
@@ -291,6 +293,7 @@ def test_model_install_serves_a_model_file_from_an_empty_directory(
     services.append(service)
     base_url = f"http://127.0.0.1:{port}"
     readiness = wait_ready(base_url, READY_TIMEOUT_S, service=service)
+    print(f"onemodel serve model.keras -> /readyz 200: {time.monotonic() - started:.1f} s")
     assert readiness["model"] == "model"
     _assert_predicts(base_url, photo_jpeg)
     assert service.stop() == 0, service.log()[-3000:]
