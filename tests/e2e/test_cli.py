@@ -6,6 +6,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -15,6 +16,7 @@ from tests.support.processes import (
     Service,
     base_env,
     free_port,
+    maps_tensorflow,
     new_authkey,
     spawn,
     wait_ready,
@@ -81,6 +83,12 @@ def test_serve_runs_gunicorn_and_a_private_model_server_and_flags_win(
     log = service.log()
     assert log.count("Booting worker") == 1, log[-3000:]
     assert f"Listening at: http://127.0.0.1:{port}" in log
+    # TensorFlow only in the model server: not in the master the command became, nor its worker.
+    children = psutil.Process(service.pid).children()
+    workers = [c.pid for c in children if "onemodel.model_server" not in " ".join(c.cmdline())]
+    assert len(workers) == 1
+    assert [pid for pid in [service.pid, *workers] if maps_tensorflow(pid)] == []
+    assert any(maps_tensorflow(c.pid) for c in children if c.pid not in workers)
 
     assert service.stop() == 0, service.log()[-3000:]
     log = service.log()
