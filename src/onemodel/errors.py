@@ -43,6 +43,52 @@ class InvalidRequestError(OneModelError):
     default_message = "invalid request"
 
 
+class MalformedRequestError(InvalidRequestError):
+    """The HTTP framing itself is wrong (request line, headers, chunked encoding)."""
+
+    code = "malformed_request"
+    default_message = "the HTTP request is malformed"
+
+
+class UnauthorizedError(OneModelError):
+    status = 401
+    code = "unauthorized"
+    default_message = "a valid API key is required: send the header Authorization: Bearer <key>"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="onemodel"'}
+
+
+class RequestTimeoutError(OneModelError):
+    status = 408
+    code = "request_timeout"
+    default_message = "the request did not arrive in time"
+
+
+class RequestLineTooLongError(OneModelError):
+    status = 414
+    code = "request_line_too_long"
+    default_message = "the request line is too long"
+
+
+class ExpectationFailedError(OneModelError):
+    status = 417
+    code = "expectation_failed"
+    default_message = "the Expect header cannot be met"
+
+
+class HeadersTooLargeError(OneModelError):
+    status = 431
+    code = "headers_too_large"
+    default_message = "the request headers are too many or too large"
+
+
+class UnsupportedTransferCodingError(OneModelError):
+    status = 501
+    code = "unsupported_transfer_coding"
+    default_message = "the Transfer-Encoding is not supported (send chunked, or none)"
+
+
 class InvalidImageError(OneModelError):
     status = 400
     code = "invalid_image"
@@ -85,6 +131,11 @@ class ModelUnavailableError(_RetryableError):
 class OverloadedError(_RetryableError):
     code = "overloaded"
     default_message = "the model server queue is full; retry later"
+
+
+class ServerBusyError(_RetryableError):
+    code = "busy"
+    default_message = "the web worker holds too many connections or buffered requests; retry"
 
 
 class InferenceTimeoutError(OneModelError):

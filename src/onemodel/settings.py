@@ -15,6 +15,8 @@ PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
 PRECISIONS = ("float32", "bfloat16")
 MIN_TCP_AUTHKEY_BYTES = 32
 MIN_DECODE_MEMORY_BYTES = 32 * 1024 * 1024
+MIN_API_KEY_CHARACTERS = 16
+_MIN_REQUEST_BUFFER_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,19 @@ class Settings:
     # limit is this, rounded up to whole seconds). Default 3; keep it well under
     # request_timeout_s. A 50 MP progressive JPEG takes about 1 s here.
     decode_timeout_s: float = 3.0
+    # Slow clients (onemodel.web.worker reads requests before any thread sees them): a
+    # request's head must arrive within request_header_timeout_s of its first byte (of
+    # the connection, for a new one), its body within request_body_timeout_s of the head.
+    request_header_timeout_s: float = 10.0
+    request_body_timeout_s: float = 60.0
+    # Bytes of arriving requests one worker buffers at most; None: the larger of 64 MiB
+    # and 4 x max_upload_bytes (see request_buffer_bytes).
+    max_buffered_request_bytes: int | None = None
+    # Optional API keys (API_KEYS_FILE, one per line): the public API then needs
+    # "Authorization: Bearer <key>". Never logged. /metrics needs one too unless
+    # metrics_require_key is False.
+    api_keys: tuple[bytes, ...] = field(default=(), repr=False)
+    metrics_require_key: bool = True
 
     @property
     def preprocess_mode(self) -> str:
@@ -116,6 +131,13 @@ class Settings:
         if self.preprocess is not None:
             return self.preprocess
         return "caffe" if self.model_path == "vgg16" else "none"
+
+    @property
+    def request_buffer_bytes(self) -> int:
+        """Return the per-worker budget for requests still arriving."""
+        if self.max_buffered_request_bytes is not None:
+            return self.max_buffered_request_bytes
+        return max(_MIN_REQUEST_BUFFER_BYTES, 4 * self.max_upload_bytes)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -151,6 +173,17 @@ class Settings:
                 "DECODE_MEMORY_BYTES", cls.decode_memory_bytes, minimum=MIN_DECODE_MEMORY_BYTES
             ),
             decode_timeout_s=parser.number("DECODE_TIMEOUT_S", cls.decode_timeout_s, minimum=0.1),
+            request_header_timeout_s=parser.number(
+                "REQUEST_HEADER_TIMEOUT_S", cls.request_header_timeout_s, minimum=0.1
+            ),
+            request_body_timeout_s=parser.number(
+                "REQUEST_BODY_TIMEOUT_S", cls.request_body_timeout_s, minimum=0.1
+            ),
+            max_buffered_request_bytes=parser.optional_integer(
+                "MAX_BUFFERED_REQUEST_BYTES", minimum=1
+            ),
+            api_keys=read_api_keys(env),
+            metrics_require_key=parser.flag("METRICS_REQUIRE_KEY", cls.metrics_require_key),
         )
         return settings.validated()
 
@@ -182,6 +215,14 @@ class Settings:
             raise ConfigError(f"DECODER_PROCESSES={self.decoder_processes} must be at least 0")
         if self.labels_path is not None and not Path(self.labels_path).is_file():
             raise ConfigError(f"MODEL_LABELS={self.labels_path!r}: no such file")
+        # A chunked body may carry framing up to its own size again (see request_framing).
+        smallest_buffer = 2 * self.max_upload_bytes + 1024 * 1024
+        if self.request_buffer_bytes < smallest_buffer:
+            raise ConfigError(
+                f"MAX_BUFFERED_REQUEST_BYTES={self.request_buffer_bytes} cannot hold one "
+                f"upload of MAX_UPLOAD_BYTES={self.max_upload_bytes}: set it to at least "
+                f"{smallest_buffer}"
+            )
         return self
 
     def require_authkey(self) -> bytes:
@@ -225,6 +266,37 @@ def read_authkey_file(path: str) -> bytes:
     return key
 
 
+def read_api_keys(env: Mapping[str, str]) -> tuple[bytes, ...]:
+    """Read the API keys of API_KEYS_FILE: one a line; blank lines and # comments skipped.
+
+    Error messages name the line, never the key.
+    """
+    path = env.get("API_KEYS_FILE", "").strip()
+    if not path:
+        return ()
+    try:
+        lines = Path(path).read_text(encoding="ascii").splitlines()
+    except UnicodeDecodeError:
+        raise ConfigError(f"API_KEYS_FILE={path!r} holds non-ASCII characters") from None
+    except OSError as error:
+        raise ConfigError(f"API_KEYS_FILE={path!r} cannot be read: {error.strerror}") from None
+    keys = []
+    for number, line in enumerate(lines, start=1):
+        key = line.strip()
+        if not key or key.startswith("#"):
+            continue
+        if len(key) < MIN_API_KEY_CHARACTERS or not key.isprintable() or " " in key:
+            raise ConfigError(
+                f"API_KEYS_FILE={path!r} line {number}: a key is one word of at least "
+                f"{MIN_API_KEY_CHARACTERS} printable characters (generate one with: "
+                'python -c "import secrets; print(secrets.token_urlsafe(32))")'
+            )
+        keys.append(key.encode("ascii"))
+    if not keys:
+        raise ConfigError(f"API_KEYS_FILE={path!r} holds no key")
+    return tuple(keys)
+
+
 class _EnvParser:
     """Parse typed values from an environment mapping with errors naming the variable."""
 
@@ -242,6 +314,21 @@ class _EnvParser:
         if value < minimum:
             raise ConfigError(f"{name}={text!r} must be at least {minimum}")
         return value
+
+    def optional_integer(self, name: str, minimum: int) -> int | None:
+        if not self._env.get(name, "").strip():
+            return None
+        return self.integer(name, minimum, minimum)
+
+    def flag(self, name: str, default: bool) -> bool:
+        text = self._env.get(name, "").strip().lower()
+        if not text:
+            return default
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={text!r} is not a boolean (true/false, 1/0, yes/no, on/off)")
 
     def number(self, name: str, default: float, minimum: float) -> float:
         text = self._env.get(name, "").strip()

@@ -44,8 +44,17 @@ workers = _integer("WEB_CONCURRENCY", 2, minimum=1)
 # benchmark found few threads per worker left requests waiting in workers, not batched).
 threads = _integer("WEB_THREADS", 8, minimum=1)
 
-# Threaded workers ("gthread") so one worker keeps several requests in flight.
-worker_class = "gthread"
+# Gunicorn's threaded worker ("gthread"), except that a request gets a thread only once it
+# has fully arrived: the worker's event loop reads heads and bodies without blocking, with
+# deadlines (REQUEST_HEADER_TIMEOUT_S, REQUEST_BODY_TIMEOUT_S), so slow or idle clients
+# cannot hold the threads (slowloris). It also answers Gunicorn's own errors (400, 408,
+# 413, 414, 431, 501) as JSON with an X-Request-ID. See docs/slow-clients.md.
+worker_class = "onemodel.web.worker.GuardedThreadWorker"
+
+# Connections one worker holds at once (reading, idle, being answered). Default 1000;
+# typical 500-5000 (each costs a file descriptor and a few KB, never a thread). When a
+# worker is full it closes its oldest idle connection to accept a new one.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 
 # Seconds a worker may be silent before the master restarts it. Default 60; keep it above
 # REQUEST_TIMEOUT_S so Gunicorn never kills a worker waiting on a slow batch.

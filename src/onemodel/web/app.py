@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 import weakref
@@ -14,14 +13,13 @@ from onemodel.boundary.client import ModelClient
 from onemodel.errors import ConfigError
 from onemodel.settings import Settings
 from onemodel.web import inference_protocol, page, routes
+from onemodel.web.api_keys import require_api_key
 from onemodel.web.error_handlers import onemodel_shape, register_error_handlers
 from onemodel.web.image_decoder import ImageDecoder, create_decoder
 from onemodel.web.metrics import WebMetrics
 from onemodel.web.predictions import Predictor
+from onemodel.web.request_ids import REQUEST_ID_HEADER, sane_request_id
 from onemodel.web.runtime import EXTENSION, Runtime, runtime
-
-REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def create_app(
@@ -53,6 +51,7 @@ def create_app(
     app.register_blueprint(page.blueprint)
     app.register_blueprint(inference_protocol.blueprint)
     app.before_request(_assign_request_id)
+    app.before_request(require_api_key)  # after the id: a 401 carries one too
     app.after_request(_return_request_id)
     register_error_handlers(app, onemodel_shape)
     return app
@@ -60,9 +59,7 @@ def create_app(
 
 def _assign_request_id() -> None:
     g.started = time.perf_counter()
-    # Keep a caller's id (e.g. from a load balancer) if it is sane, else make one.
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    g.request_id = sane_request_id(request.headers.get(REQUEST_ID_HEADER))
 
 
 def _return_request_id(response: Response) -> Response:

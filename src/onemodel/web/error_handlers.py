@@ -13,9 +13,10 @@ from typing import Any
 
 from flask import Blueprint, Flask, jsonify
 from flask.typing import ResponseReturnValue
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException
 
-from onemodel.errors import OneModelError, PayloadTooLargeError
+from onemodel.errors import MalformedRequestError, OneModelError, PayloadTooLargeError
 from onemodel.web.runtime import runtime
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,11 @@ def register_error_handlers(target: Flask | Blueprint, shape: ErrorShape) -> Non
         return _answer(_from_http_exception(error), shape, _allow_header(error))
 
     def answer_unexpected(error: Exception) -> ResponseReturnValue:
+        if isinstance(error, ParseException):
+            # Gunicorn's parser raises from wsgi.input while the app reads the body (a bad
+            # chunk or trailer): the client's fault, and the connection closes after it.
+            message = f"the request body is malformed: {str(error)[:200]}"
+            return _answer(MalformedRequestError(message), shape)
         logger.exception("unexpected error while handling a request")
         return _answer(OneModelError("internal server error"), shape)
 

@@ -23,6 +23,14 @@ def read_upload(request: Request) -> bytes:
                 "the multipart body has no parts or could not be parsed (check the boundary; "
                 "part headers, file names included, must be UTF-8)"
             )
+        if upload is None and FIELD in request.form:
+            # A part without a filename is a text field to Werkzeug, decoded as text:
+            # the image bytes are lost, so say exactly what to change.
+            raise InvalidRequestError(
+                f"the multipart part {FIELD!r} has no filename, so it was read as a text "
+                f'field: send it as a file (Content-Disposition: form-data; name="{FIELD}"; '
+                'filename="photo.jpg"), or the raw image with an image/* Content-Type'
+            )
         if upload is None:
             others = sorted(request.files.keys())
             hint = f" (got file fields: {', '.join(others)})" if others else ""
