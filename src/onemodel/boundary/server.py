@@ -14,20 +14,31 @@ from multiprocessing import AuthenticationError, connection, managers
 from typing import Any
 
 from onemodel.boundary.contract import EXPOSED_METHODS, ModelBackend
-from onemodel.boundary.transport import TRANSPORT, install_transport, set_socket_options
+from onemodel.boundary.transport import (
+    TRANSPORT,
+    HandshakeGuard,
+    install_transport,
+    set_socket_options,
+)
 from onemodel.settings import Address
 
 logger = logging.getLogger(__name__)
 
 
 class _Server(managers.Server):
-    """The stdlib manager server, but refused handshakes are logged (never the key itself).
+    """The stdlib manager server, but refused handshakes are logged (never the key itself)
+    and every handshake is bounded as a whole, in time and in number (HandshakeGuard).
 
     The stdlib answers a client with a wrong authkey silently; operators need to see it.
     The rest mirrors ``managers.Server._handle_request``.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = HandshakeGuard()
+
     def _handle_request(self, conn: connection.Connection) -> None:
+        ticket = self.guard.start(conn.fileno())
         try:
             connection.deliver_challenge(conn, self.authkey)  # type: ignore[attr-defined]
             connection.answer_challenge(conn, self.authkey)  # type: ignore[attr-defined]
@@ -35,8 +46,10 @@ class _Server(managers.Server):
             logger.warning("refused a client: failed authkey handshake")
             return
         except (OSError, EOFError) as error:
-            logger.warning("a client left during the handshake (%s)", type(error).__name__)
+            logger.debug("a client left during the handshake (%s)", type(error).__name__)
             return
+        finally:
+            self.guard.done(ticket)
         set_socket_options(conn.fileno(), nodelay=isinstance(self.address, tuple), timeout_s=None)
         request = None
         try:

@@ -54,7 +54,7 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Forget a dead worker's live metric files."""
+    """Forget a dead worker: its metric files are removed, its counts kept in the archive."""
     from onemodel.web.metrics import mark_worker_dead  # noqa: PLC0415 (see above)
 
     mark_worker_dead(worker.pid)

@@ -16,6 +16,11 @@ from onemodel.web.ranking import top_classes
 
 # Binary tensor data extension: the size of the JSON part when binary tensors follow it.
 HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
+# Bounds on a request shape: far above any valid request (each element takes at least a
+# byte of a body under MAX_UPLOAD_BYTES), below what NumPy refuses with errors of its own
+# (more than 64 dimensions; a byte size past 2**63).
+MAX_DIMENSIONS = 32
+MAX_ELEMENTS = 2**40
 
 # Protocol datatype -> numpy dtype; binary data is little-endian, row major, unpadded.
 DATATYPES: dict[str, np.dtype[Any]] = {
@@ -129,7 +134,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
     if header_length is None:
         return body, view[len(body) :]
     text = header_length.strip()
-    if not text.isdigit() or int(text) > len(body):
+    # str.isdigit() accepts any Unicode digit (int("١٢") == 12): a count is ASCII digits.
+    if not (text.isascii() and text.isdigit()) or int(text) > len(body):
         raise InvalidRequestError(
             f"{HEADER_LENGTH_HEADER}={header_length!r} is not a byte count between 0 and "
             f"the body size ({len(body)})"
@@ -177,8 +183,14 @@ def parse_shape(value: Any, what: str) -> tuple[int, ...]:
     """Check a request shape: a list of non-negative integers."""
     if not isinstance(value, list) or not all(_is_int(size) and size >= 0 for size in value):
         raise InvalidRequestError(
-            f"{what}: shape must be a list of non-negative integers; got {value!r}"
+            f"{what}: shape must be a list of non-negative integers; got {_short(value)}"
         )
+    if len(value) > MAX_DIMENSIONS:
+        raise InvalidRequestError(
+            f"{what}: shape has {len(value)} dimensions; at most {MAX_DIMENSIONS} are accepted"
+        )
+    if math.prod(value) > MAX_ELEMENTS:
+        raise InvalidRequestError(f"{what}: shape {_short(value)} has over {MAX_ELEMENTS} elements")
     return tuple(int(size) for size in value)
 
 
@@ -304,6 +316,8 @@ def _load_json(data: bytes) -> dict[str, Any]:
         header = json.loads(data)
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequestError("the request's JSON header is not valid JSON") from None
+    except RecursionError:
+        raise InvalidRequestError("the request's JSON header is nested too deeply") from None
     if not isinstance(header, dict):
         raise InvalidRequestError("the request's JSON header is not an object")
     return header
@@ -398,6 +412,11 @@ def _json_values(output: OutputTensor) -> list[Any]:
         return [element.decode() for element in flat]
     values: list[Any] = flat.astype(DATATYPES[output.datatype]).tolist()
     return values
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _is_int(value: Any) -> bool:

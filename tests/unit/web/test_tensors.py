@@ -327,3 +327,37 @@ def test_classify_orders_by_score_with_triton_strings() -> None:
     assert classify(scores[:1], ["a", "b", "c"], 10).tolist() == [
         [b"0.600000:1:b", b"0.300000:2:c", b"0.100000:0:a"]
     ]
+
+
+# Hostile /v2 requests (issue 10, class 7): each is a clear 400, never a 500.
+
+
+def test_json_nested_100000_deep_is_refused() -> None:
+    body = b'{"inputs":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(InvalidRequestError, match="nested too deeply"):
+        parse_infer_request(body)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ([1] * 65, "65 dimensions"),
+        ([1] * 33, "33 dimensions"),
+        ([2**40, 2**40, 2**40], "elements"),
+        ([2**62, 2**62], "elements"),
+    ],
+)
+def test_shapes_numpy_cannot_hold_are_refused(shape: list[int], message: str) -> None:
+    body = json.dumps(
+        {"inputs": [{"name": "image", "datatype": "UINT8", "shape": shape, "data": [1]}]}
+    ).encode()
+    with pytest.raises(InvalidRequestError, match=message):
+        parse_infer_request(body)
+
+
+@pytest.mark.parametrize("length", ["\u0661\u0662", "\u00b2", "1\u0662", "+12", "0x10"])
+def test_a_header_length_of_anything_but_ascii_digits_is_refused(length: str) -> None:
+    header = {"inputs": [{"name": "image", "datatype": "UINT8", "shape": [1], "data": [1]}]}
+    body = json.dumps(header).encode() + b"\0" * 40
+    with pytest.raises(InvalidRequestError, match="is not a byte count"):
+        parse_infer_request(body, length)
