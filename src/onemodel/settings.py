@@ -16,7 +16,7 @@ PRECISIONS = ("float32", "bfloat16")
 MIN_TCP_AUTHKEY_BYTES = 32
 MIN_DECODE_MEMORY_BYTES = 32 * 1024 * 1024
 MIN_API_KEY_CHARACTERS = 16
-_MIN_REQUEST_BUFFER_BYTES = 64 * 1024 * 1024
+_MIN_REQUEST_BUFFER_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,8 @@ class Settings:
     # the connection, for a new one), its body within request_body_timeout_s of the head.
     request_header_timeout_s: float = 10.0
     request_body_timeout_s: float = 60.0
-    # Bytes of arriving requests one worker buffers at most; None: the larger of 64 MiB
-    # and 4 x max_upload_bytes (see request_buffer_bytes).
+    # Bytes of arriving requests one worker buffers at most; None: the larger of 32 MiB
+    # and 3 x max_upload_bytes (see request_buffer_bytes).
     max_buffered_request_bytes: int | None = None
     # Optional API keys (API_KEYS_FILE, one per line): the public API then needs
     # "Authorization: Bearer <key>". Never logged. /metrics needs one too unless
@@ -137,7 +137,7 @@ class Settings:
         """Return the per-worker budget for requests still arriving."""
         if self.max_buffered_request_bytes is not None:
             return self.max_buffered_request_bytes
-        return max(_MIN_REQUEST_BUFFER_BYTES, 4 * self.max_upload_bytes)
+        return max(_MIN_REQUEST_BUFFER_BYTES, 3 * self.max_upload_bytes)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -2,8 +2,9 @@
 
 Each attack holds a fixed number of connections for a fixed time; an attacker the server
 closes reconnects at once (a real one would), so the pressure lasts the whole run. The
-probe sends one normal request at a time on a fresh connection and counts those answered
-200 within the probe timeout. Run it by hand against any server:
+probe starts a normal request on a fresh connection every interval (answered or not: a
+stalled server costs every request users would have sent meanwhile) and counts those
+answered 200 within the probe timeout. Run it by hand against any server:
 
     python -m tests.support.slowloris http://127.0.0.1:8000 --image photo.jpg
 """
@@ -16,6 +17,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +25,7 @@ from urllib.parse import urlsplit
 import requests
 
 Probe = Callable[[requests.Session], requests.Response]
+_MAX_PROBES_IN_FLIGHT = 32
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ def measure(
     parts = urlsplit(base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     outcome = Outcome(attack=attack.name)
+    lock = threading.Lock()
     stop = threading.Event()
     connected = threading.Event()
     thread = threading.Thread(
@@ -108,19 +112,21 @@ def measure(
     try:
         connected.wait(10)
         stop.wait(warmup_s)  # the attack takes hold before the probe starts
-        end = time.monotonic() + duration_s
-        while time.monotonic() < end:
-            started = time.monotonic()
-            _probe_once(probe, probe_timeout_s, outcome)
-            stop.wait(max(0.0, probe_interval_s - (time.monotonic() - started)))
+        # Probes start on a fixed schedule, whether or not earlier ones were answered, so
+        # a stalled server costs as many failures as the requests users would have sent.
+        with ThreadPoolExecutor(max_workers=_MAX_PROBES_IN_FLIGHT) as pool:
+            end = time.monotonic() + duration_s
+            while time.monotonic() < end:
+                started = time.monotonic()
+                pool.submit(_probe_once, probe, probe_timeout_s, outcome, lock)
+                stop.wait(max(0.0, probe_interval_s - (time.monotonic() - started)))
     finally:
         stop.set()
         thread.join(15)
     return outcome
 
 
-def _probe_once(probe: Probe, timeout_s: float, outcome: Outcome) -> None:
-    outcome.probes += 1
+def _probe_once(probe: Probe, timeout_s: float, outcome: Outcome, lock: threading.Lock) -> None:
     started = time.monotonic()
     with requests.Session() as session:  # a fresh connection, as a new client would open
         try:
@@ -130,11 +136,15 @@ def _probe_once(probe: Probe, timeout_s: float, outcome: Outcome) -> None:
         else:
             elapsed = time.monotonic() - started
             if response.status_code == 200 and elapsed <= timeout_s:
-                outcome.answered_in_time += 1
-                outcome.latencies_s.append(elapsed)
+                with lock:
+                    outcome.probes += 1
+                    outcome.answered_in_time += 1
+                    outcome.latencies_s.append(elapsed)
                 return
             failure = f"status {response.status_code}" if elapsed <= timeout_s else "late"
-    outcome.failures[failure] = outcome.failures.get(failure, 0) + 1
+    with lock:
+        outcome.probes += 1
+        outcome.failures[failure] = outcome.failures.get(failure, 0) + 1
 
 
 async def _attack(

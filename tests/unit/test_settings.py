@@ -139,3 +139,48 @@ def test_decode_sandbox_settings() -> None:
 def test_bad_decode_settings_fail_loudly(environ: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         Settings.from_env(environ)
+
+
+def test_slow_client_settings_and_the_buffer_budget() -> None:
+    settings = Settings.from_env({"REQUEST_HEADER_TIMEOUT_S": "4", "REQUEST_BODY_TIMEOUT_S": "30"})
+    assert (settings.request_header_timeout_s, settings.request_body_timeout_s) == (4.0, 30.0)
+    assert settings.request_buffer_bytes == 32 * 1024 * 1024
+    assert Settings.from_env({"MAX_UPLOAD_BYTES": "20000000"}).request_buffer_bytes == 60_000_000
+    explicit = Settings.from_env({"MAX_BUFFERED_REQUEST_BYTES": "30000000"})
+    assert explicit.request_buffer_bytes == 30_000_000
+    with pytest.raises(ConfigError, match="MAX_BUFFERED_REQUEST_BYTES=1000000 cannot hold"):
+        Settings.from_env({"MAX_BUFFERED_REQUEST_BYTES": "1000000"})
+    with pytest.raises(ConfigError, match="REQUEST_HEADER_TIMEOUT_S='0'"):
+        Settings.from_env({"REQUEST_HEADER_TIMEOUT_S": "0"})
+
+
+def test_api_keys_from_a_file_never_in_repr(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text("# comment\n\n  first-key-0123456789  \nsecond-key-0123456789\n")
+    settings = Settings.from_env({"API_KEYS_FILE": str(path)})
+    assert settings.api_keys == (b"first-key-0123456789", b"second-key-0123456789")
+    assert "first-key" not in repr(settings)
+    assert settings.metrics_require_key
+    assert not Settings.from_env({"METRICS_REQUIRE_KEY": "false"}).metrics_require_key
+    with pytest.raises(ConfigError, match="METRICS_REQUIRE_KEY='maybe'"):
+        Settings.from_env({"METRICS_REQUIRE_KEY": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("# only a comment\n", "holds no key"),
+        ("short\n", "line 1: a key is one word"),
+        ("ok-key-0123456789\ntwo words here 0123456789\n", "line 2: a key is one word"),
+    ],
+)
+def test_bad_api_keys_files_name_the_line_not_the_key(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "keys"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        Settings.from_env({"API_KEYS_FILE": str(path)})
+    assert "0123456789" not in caught.value.message
+    with pytest.raises(ConfigError, match="cannot be read"):
+        Settings.from_env({"API_KEYS_FILE": str(tmp_path / "missing")})
