@@ -22,6 +22,7 @@ import json
 import selectors
 import socket
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ from http import HTTPStatus
 from typing import Any
 
 from gunicorn import util
+from gunicorn.arbiter import Arbiter
 from gunicorn.http import errors as http_errors
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -84,6 +86,14 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self._buffered_bytes = 0
 
     def init_process(self) -> None:
+        if not _plain_http(self.cfg):
+            # Checked here, not in check_config: that runs after on_starting started a
+            # model server, and an exception there would leave it behind.
+            self.log.error(
+                "onemodel's worker reads plain HTTP/1.1 only: terminate TLS, HTTP/2 and the "
+                "PROXY protocol in front of Gunicorn"
+            )
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)  # the master stops, saying a worker failed
         settings = Settings.from_env()
         self._header_timeout_s = settings.request_header_timeout_s
         self._body_timeout_s = settings.request_body_timeout_s
@@ -241,15 +251,15 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
     def _answer(self, reading: _Reading, error: errors.OneModelError, *, linger: bool) -> None:
         """Answer from the event loop (never blocking) and close the connection."""
         self._forget(reading)
+        request_id = sane_request_id(request_id_in(reading.buffer))
         self.log.warning(
-            "refused a request from ip=%s: %s %s",
+            "refused a request from ip=%s: status=%s code=%s request_id=%s",
             _ip(reading.conn.client),
             error.status,
             error.code,
+            request_id,
         )
-        answer = error_response(
-            error, request_id_in(reading.buffer), request_path_in(reading.buffer)
-        )
+        answer = error_response(error, request_id, request_path_in(reading.buffer))
         _send_quietly(reading.conn.sock, answer)
         if linger:
             self._linger(reading.conn)
@@ -325,15 +335,6 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         except Exception:
             self.log.debug("Failed to send error message.")
 
-    @classmethod
-    def check_config(cls, cfg: Any, log: Any) -> None:
-        super().check_config(cfg, log)
-        if cfg.is_ssl or cfg.proxy_protocol != "off" or getattr(cfg, "protocol", "http") != "http":
-            raise RuntimeError(
-                "onemodel's worker reads plain HTTP/1.1 only: terminate TLS and the PROXY "
-                "protocol in front of Gunicorn"
-            )
-
 
 _CLIENT_ERRORS: tuple[tuple[type[BaseException], type[errors.OneModelError]], ...] = (
     (http_errors.LimitRequestLine, errors.RequestLineTooLongError),
@@ -378,6 +379,16 @@ def error_response(error: errors.OneModelError, request_id: str | None, path: st
         f"{name}: {value}\r\n" for name, value in headers.items()
     )
     return head.encode("latin-1") + b"\r\n" + body
+
+
+def _plain_http(cfg: Any) -> bool:
+    return bool(
+        not cfg.is_ssl
+        and cfg.proxy_protocol == "off"
+        and getattr(cfg, "protocol", "http") == "http"
+        and getattr(cfg, "http2_cleartext", "off") == "off"
+        and list(getattr(cfg, "http_protocols", None) or ["h1"]) == ["h1"]
+    )
 
 
 def _max_head_bytes(cfg: Any) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,8 @@ def server(tmp_path: Path) -> Iterator[tuple[Service, str, str]]:
 
 
 class _Tricklers:
-    """Connections that each send one byte every TRICKLE_INTERVAL_S and never authenticate."""
+    """Connections that each announce an answer, then send one byte of it every
+    TRICKLE_INTERVAL_S, never finishing: only a deadline for the whole exchange ends them."""
 
     def __init__(self, address: str, count: int) -> None:
         host, port = address.rsplit(":", 1)
@@ -41,6 +43,9 @@ class _Tricklers:
         self.cut_after_s: list[float] = []  # from the server's accept to its cut
         for _ in range(count):
             sock = socket.create_connection((host, int(port)), timeout=5)
+            # A length header announcing a 200-byte answer to the challenge: after it, the
+            # server reads on for as long as the bytes keep trickling in.
+            sock.sendall(struct.pack("!i", 200))
             sock.setblocking(False)
             self.opened_at[sock] = time.monotonic()
             self.selector.register(sock, selectors.EVENT_READ)
