@@ -53,7 +53,7 @@ def test_every_setting_and_hook_equals_gunicorn_with_the_config_file(
     assert ours == reference
     # ...and they are onemodel's, not Gunicorn's defaults.
     assert ours["threads"] == 3
-    assert ours["worker_class"] == "gthread"
+    assert ours["worker_class"] == "onemodel.web.worker.GuardedThreadWorker"
     assert ours["on_starting"].__module__ == "onemodel.master.hooks"
     assert ours["preload_app"] is False
 
