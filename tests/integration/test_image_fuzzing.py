@@ -31,9 +31,7 @@ def runner() -> Iterator[DecodeRunner]:
 
 @pytest.mark.parametrize("image_format", FORMATS)
 def test_fuzzing_finds_nothing_new(runner: DecodeRunner, image_format: str) -> None:
-    result = run_campaign(
-        runner, image_format, seed=SEED, max_inputs=MAX_INPUTS, seconds=SECONDS
-    )
+    result = run_campaign(runner, image_format, seed=SEED, max_inputs=MAX_INPUTS, seconds=SECONDS)
     assert result.inputs >= 50, f"only {result.inputs} inputs ran: the decode runner is stuck"
     assert result.kinds["ok"] + result.kinds["rejected"] > 0
     known = known_buckets()

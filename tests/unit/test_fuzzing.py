@@ -51,7 +51,9 @@ def test_png_payload_mutations_recompute_the_crc() -> None:
         mutant = result[0]
         position = 8
         for _, kind, payload in png_chunks(mutant):
-            crc = struct.unpack(">I", mutant[position + 8 + len(payload) : position + 12 + len(payload)])
+            crc = struct.unpack(
+                ">I", mutant[position + 8 + len(payload) : position + 12 + len(payload)]
+            )
             assert crc[0] == zlib.crc32(kind + payload) & 0xFFFFFFFF  # ...with a valid CRC
             position += 12 + len(payload)
 

@@ -25,7 +25,14 @@ from tests.support.processes import ROOT
 CORPUS = ROOT / "tests" / "corpus" / "hostile"
 MANIFEST = CORPUS / "manifest.json"
 MAX_CORPUS_FILE_BYTES = 100_000
-_EXTENSIONS = {"jpeg": "jpg", "png": "png", "gif": "gif", "bmp": "bmp", "webp": "webp", "tiff": "tif"}
+_EXTENSIONS = {
+    "jpeg": "jpg",
+    "png": "png",
+    "gif": "gif",
+    "bmp": "bmp",
+    "webp": "webp",
+    "tiff": "tif",
+}
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,9 @@ def _grandchild(
         os._exit(0)
 
 
-def run_one(decode: Callable[[bytes], Any], data: bytes, limits: dict[str, float]) -> dict[str, Any]:
+def run_one(
+    decode: Callable[[bytes], Any], data: bytes, limits: dict[str, float]
+) -> dict[str, Any]:
     """Decode data in a forked, limited grandchild; return its outcome and resource use."""
     base_rss_kb = _status_kb("VmRSS")
     read_fd, write_fd = os.pipe()

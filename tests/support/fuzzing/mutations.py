@@ -201,8 +201,10 @@ def png_chunks(data: bytes) -> list[tuple[int, bytes, bytes]]:
 
 def _png_rebuild(data: bytes, chunks: Sequence[tuple[bytes, bytes]]) -> bytes:
     end = _png_end(data)
-    return _PNG_SIGNATURE + b"".join(png_chunk(kind, payload) for kind, payload in chunks) + (
-        data[end:]
+    return (
+        _PNG_SIGNATURE
+        + b"".join(png_chunk(kind, payload) for kind, payload in chunks)
+        + (data[end:])
     )
 
 
@@ -371,7 +373,11 @@ def jpeg_header_field(data: bytes, rng: random.Random) -> tuple[bytes, str] | No
         if choice == "components":
             out[offset + 9] = rng.choice((0, 1, 2, 3, 4, 5, 255))
             return bytes(out), f"JPEG SOF component count = {out[offset + 9]}"
-        component = offset + 10 + 3 * rng.randrange(max(1, data[offset + 9] if offset + 9 < len(data) else 1))
+        component = (
+            offset
+            + 10
+            + 3 * rng.randrange(max(1, data[offset + 9] if offset + 9 < len(data) else 1))
+        )
         if component + 2 >= len(out):
             return None
         if choice == "sampling":
@@ -510,7 +516,9 @@ def tiff_ifd(data: bytes) -> tuple[str, int, list[list[int]], int] | None:
         list(struct.unpack(order + "HHII", data[offset + 2 + 12 * i : offset + 14 + 12 * i]))
         for i in range(count)
     ]
-    (next_offset,) = struct.unpack(order + "I", data[offset + 2 + 12 * count : offset + 6 + 12 * count])
+    (next_offset,) = struct.unpack(
+        order + "I", data[offset + 2 + 12 * count : offset + 6 + 12 * count]
+    )
     return order, offset, entries, next_offset
 
 

@@ -40,7 +40,7 @@ def spin(data: bytes) -> None:
 def allocate(data: bytes) -> bytes:
     """Touch 400 MB, as a decoder trusting a header's length does."""
     block = bytearray(400 * 2**20)
-    block[:: 4096] = b"\x01" * len(block[:: 4096])
+    block[::4096] = b"\x01" * len(block[::4096])
     return bytes(block[:1])
 
 
