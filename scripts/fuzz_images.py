@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.fuzzing.campaign import run_campaign, save_findings  # noqa: E402
-from tests.support.fuzzing.runner import DecodeRunner, Limits  # noqa: E402
-from tests.support.fuzzing.seeds import FORMATS  # noqa: E402
-from tests.support.fuzzing.targets import DEFAULT_TARGET  # noqa: E402
+from tests.support.fuzzing.campaign import run_campaign, save_findings
+from tests.support.fuzzing.runner import DecodeRunner, Limits
+from tests.support.fuzzing.seeds import FORMATS
+from tests.support.fuzzing.targets import DEFAULT_TARGET
 
 
 def main() -> int:

@@ -77,6 +77,63 @@ def _grandchild(
         os._exit(0)
 
 
+def _collect(pid: int, read_fd: int, wall_timeout_s: float) -> tuple[bytes, bool, int]:
+    """Read the result until EOF or the deadline; return (result, timed out, peak KB)."""
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + wall_timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            # Killed for the wall-clock limit: read its peak RSS while it still exists.
+            peak_kb = _status_kb("VmHWM", pid)
+            os.kill(pid, signal.SIGKILL)
+            return b"".join(chunks), True, peak_kb
+        ready, _, _ = select.select([read_fd], [], [], remaining)
+        if ready:
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                return b"".join(chunks), False, 0
+            chunks.append(chunk)
+
+
+def _outcome(
+    status: int, result: bytes, timed_out: bool, limits: dict[str, float]
+) -> dict[str, Any]:
+    if timed_out:
+        return {"kind": "hang", "detail": f"no answer in {limits['wall_timeout_s']:g} s"}
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        if signum == signal.SIGXCPU:
+            return {"kind": "hang", "detail": f"over the {limits['cpu_kill_s']:g} s CPU limit"}
+        return {"kind": "crash", "detail": signal.Signals(signum).name}
+    if not result:
+        return {"kind": "crash", "detail": f"exit status {os.WEXITSTATUS(status)}, no result"}
+    outcome: dict[str, Any] = pickle.loads(result)
+    return outcome
+
+
+def _judge(
+    outcome: dict[str, Any], cpu_s: float, growth: int, stderr_text: str, limits: dict[str, float]
+) -> dict[str, Any]:
+    """Turn an answer that came at too high a price into a hang or balloon finding."""
+    if outcome["kind"] not in ("ok", "rejected"):
+        return outcome
+    if cpu_s > limits["hang_cpu_s"]:
+        return {"kind": "hang", "detail": f"{cpu_s:.1f} s of CPU ({outcome['detail']})"}
+    if growth > limits["rss_bound_bytes"]:
+        return {
+            "kind": "balloon",
+            "detail": f"peak RSS +{growth / 2**20:.0f} MB ({outcome['detail']})",
+        }
+    if any(marker in stderr_text for marker in _ALLOCATION_FAILURES):
+        return {
+            "kind": "balloon",
+            "detail": "an allocation over the address-space limit "
+            f"({limits['address_space_bytes'] / 2**20:.0f} MB) failed ({outcome['detail']})",
+        }
+    return outcome
+
+
 def run_one(
     decode: Callable[[bytes], Any], data: bytes, limits: dict[str, float]
 ) -> dict[str, Any]:
@@ -91,59 +148,16 @@ def run_one(
             os.dup2(stderr_file.fileno(), 2)
             _grandchild(decode, data, limits, write_fd)
         os.close(write_fd)
-        chunks = []
-        deadline = start + limits["wall_timeout_s"]
-        timed_out = False
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            ready, _, _ = select.select([read_fd], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(read_fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        peak_while_running_kb = _status_kb("VmHWM", pid) if timed_out else 0
-        if timed_out:
-            os.kill(pid, signal.SIGKILL)
+        result, timed_out, peak_while_running_kb = _collect(pid, read_fd, limits["wall_timeout_s"])
         _, status, usage = os.wait4(pid, 0)
         wall_s = time.monotonic() - start
         os.close(read_fd)
         stderr_file.seek(0)
         stderr_text = stderr_file.read()[-4000:].decode(errors="replace")
     cpu_s = usage.ru_utime + usage.ru_stime
-    peak_kb = max(usage.ru_maxrss, peak_while_running_kb)
-    outcome: dict[str, Any]
-    if timed_out:
-        outcome = {"kind": "hang", "detail": f"no answer in {limits['wall_timeout_s']:g} s"}
-    elif os.WIFSIGNALED(status):
-        signum = os.WTERMSIG(status)
-        if signum == signal.SIGXCPU:
-            outcome = {"kind": "hang", "detail": f"over the {limits['cpu_kill_s']:g} s CPU limit"}
-        else:
-            outcome = {"kind": "crash", "detail": signal.Signals(signum).name}
-    elif not chunks:
-        outcome = {"kind": "crash", "detail": f"exit status {os.WEXITSTATUS(status)}, no result"}
-    else:
-        outcome = pickle.loads(b"".join(chunks))
-    growth = max(0, peak_kb - base_rss_kb) * 1024
-    if outcome["kind"] in ("ok", "rejected"):
-        if cpu_s > limits["hang_cpu_s"]:
-            outcome = {"kind": "hang", "detail": f"{cpu_s:.1f} s of CPU ({outcome['detail']})"}
-        elif growth > limits["rss_bound_bytes"]:
-            outcome = {
-                "kind": "balloon",
-                "detail": f"peak RSS +{growth / 2**20:.0f} MB ({outcome['detail']})",
-            }
-        elif any(marker in stderr_text for marker in _ALLOCATION_FAILURES):
-            outcome = {
-                "kind": "balloon",
-                "detail": "an allocation over the address-space limit "
-                f"({limits['address_space_bytes'] / 2**20:.0f} MB) failed ({outcome['detail']})",
-            }
+    growth = max(0, max(usage.ru_maxrss, peak_while_running_kb) - base_rss_kb) * 1024
+    outcome = _outcome(status, result, timed_out, limits)
+    outcome = _judge(outcome, cpu_s, growth, stderr_text, limits)
     outcome.update(
         cpu_s=round(cpu_s, 3),
         wall_s=round(wall_s, 3),

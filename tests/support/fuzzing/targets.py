@@ -7,7 +7,7 @@ import numpy as np
 try:
     from onemodel.web.imaging import prepare_image as _prepare
 except ImportError:  # before the package layout
-    from onemodel.imaging import prepare_image as _prepare  # type: ignore[no-redef]
+    from onemodel.imaging import prepare_image as _prepare
 
 # The service's defaults: a 224x224 model input and Settings().max_image_pixels.
 INPUT_SIZE = (224, 224)
@@ -18,7 +18,7 @@ DEFAULT_TARGET = "tests.support.fuzzing.targets:prepare_image"
 
 def prepare_image(data: bytes) -> np.ndarray:
     """Run the web tier's real decode path (the one /predict uses) on upload bytes."""
-    return _prepare(data, INPUT_SIZE, MAX_IMAGE_PIXELS)
+    return np.asarray(_prepare(data, INPUT_SIZE, MAX_IMAGE_PIXELS))
 
 
 # Misbehaving decoders: they prove the runner sees each kind of finding.

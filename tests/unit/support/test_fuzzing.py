@@ -46,9 +46,8 @@ def test_png_payload_mutations_recompute_the_crc() -> None:
         result = png_chunk_payload(_seed("png", "rgb"), rng)
         if result is None:
             continue
-        for _, kind, payload in png_chunks(result[0]):
-            assert kind  # every chunk still framed...
         mutant = result[0]
+        assert png_chunks(mutant)  # still framed...
         position = 8
         for _, kind, payload in png_chunks(mutant):
             crc = struct.unpack(
