@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 ENGINE_UP := ../shared/container/engine-up
 
-.PHONY: help install serve test test-fast lint dist bench bench-quick precision soak docker constraints clean
+.PHONY: help install serve test test-fast lint dist bench bench-quick precision soak fuzz docker constraints clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -55,6 +55,10 @@ precision: $(STAMP)  ## float32 vs bfloat16 on 120 varied images (~3 min): bench
 
 soak: $(STAMP)  ## mixed good and bad traffic for 2 minutes on 127.0.0.1; RSS drift report
 	$(PY) scripts/soak.py --duration-s 120
+
+fuzz: $(STAMP)  ## mutation-fuzz the image decoders: make fuzz FUZZ_SECONDS=300 FUZZ_FORMAT=png
+	PYTHONPATH=$(CURDIR)/src:$(CURDIR) $(PY) scripts/fuzz_images.py \
+	  --seconds $${FUZZ_SECONDS:-120} --format $${FUZZ_FORMAT:-all}
 
 docker:  ## build the container image (bakes the VGG16 ImageNet weights)
 	docker build -t onemodel:latest .

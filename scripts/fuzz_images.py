@@ -33,6 +33,7 @@ def main() -> int:
     parser.add_argument("--target", default=DEFAULT_TARGET, help="module:function to fuzz")
     parser.add_argument("--rss-bound-mb", type=int, default=300)
     parser.add_argument("--hang-cpu-s", type=float, default=2.0)
+    parser.add_argument("--seeds", default="", help="comma-separated seed names (default: all)")
     parser.add_argument("--no-save", action="store_true", help="do not write the corpus")
     parser.add_argument("--report", type=Path, help="write every finding as JSON here")
     args = parser.parse_args()
@@ -52,6 +53,7 @@ def main() -> int:
                 seed=args.seed,
                 max_inputs=args.max_inputs,
                 seconds=args.seconds,
+                seed_names=tuple(name for name in args.seeds.split(",") if name),
             )
             rate = result.inputs / max(result.seconds, 1e-9)
             print(

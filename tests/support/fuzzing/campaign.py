@@ -85,10 +85,16 @@ def run_campaign(
     max_inputs: int = 1_000_000,
     seconds: float = 10.0,
     keep_per_bucket: int = 3,
+    seed_names: tuple[str, ...] = (),
 ) -> CampaignResult:
-    """Mutate the format's seeds and run each mutant; stop after max_inputs or seconds."""
+    """Mutate the format's seeds (or only those named) and run each mutant.
+
+    Stops after max_inputs or seconds, whichever comes first.
+    """
     rng = random.Random(f"{image_format}:{seed}")
-    pool = seeds(image_format)
+    pool = [each for each in seeds(image_format) if not seed_names or each.name in seed_names]
+    if not pool:
+        raise ValueError(f"no {image_format} seed is named {seed_names}")
     result = CampaignResult(image_format)
     kept: Counter[str] = Counter()
     start = time.monotonic()

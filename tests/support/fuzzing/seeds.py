@@ -74,6 +74,19 @@ def seeds(image_format: str) -> list[Seed]:
             Seed("opencv", _cv2(rgb, ".png")),
             Seed("text-chunks", _pil(image, "PNG", pnginfo=_png_info())),
             Seed("animated", _pil(image, "PNG", save_all=True, append_images=[second])),
+            # The default image (IDAT) is not a frame: the first frame comes from fdAT chunks.
+            Seed(
+                "animated, separate default image",
+                _pil(
+                    image,
+                    "PNG",
+                    save_all=True,
+                    append_images=[second, Image.fromarray(rgb[::-1].copy())],
+                    default_image=True,
+                    disposal=[0, 2],
+                    blend=[0, 1],
+                ),
+            ),
         ]
     if image_format == "gif":
         return [
