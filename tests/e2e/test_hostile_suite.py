@@ -30,6 +30,7 @@ from tests.support.hostile_http import (
     BackgroundClient,
     RssSampler,
     send,
+    wait_idle,
 )
 from tests.support.processes import wait_until
 from tests.support.web import WebDeployment, record_figures, start_web
@@ -124,6 +125,7 @@ def test_hostile_request_costs_only_itself(service: Service, name: str, route: s
     case = hostile_case(name)
     web = service.web
     before = wait_until(lambda: _healthy(web), 60, "all workers and the model server up")
+    wait_idle(web.gunicorn.pid)  # an earlier case's decode may still run after its timeout
     idle = service.sampler.mark()
     start = time.monotonic()
     answer = send(case, web.base_url, service.model, v2_image=route == "v2")

@@ -276,3 +276,33 @@ class BackgroundClient:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(20)
+
+
+def wait_idle(root_pid: int, timeout_s: float = 60.0, window_s: float = 0.25) -> bool:
+    """Wait until the process tree uses under a quarter of a core; return whether it did.
+
+    A decode the client gave up on goes on in its worker thread: waiting for it keeps its
+    cost out of the next case's figures.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            tree = [psutil.Process(root_pid), *psutil.Process(root_pid).children(recursive=True)]
+        except psutil.Error:
+            return False
+        before = _cpu_seconds(tree)
+        time.sleep(window_s)
+        if _cpu_seconds(tree) - before < window_s / 4:
+            return True
+    return False
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
