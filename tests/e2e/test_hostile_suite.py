@@ -42,8 +42,59 @@ RSS_RISE_LIMIT_BYTES = 300 * 2**20
 
 _SANDBOX = "decoded inside the web worker today: the decode sandbox must contain it"
 _HTTP = "HTTP parsing answers this with a 500 or non-JSON today: the HTTP hardening must fix it"
-# Filled from a run on main (see the closing note of the fuzz branch); strict, so a fix shows.
-EXPECTED_FAILURES: dict[str, str] = {}
+# What still fails on main (two runs on a loaded 2-core machine, 2026-12-01), by who must fix
+# it. Strict, so a fix shows and its line must go.
+EXPECTED_FAILURES: dict[str, str] = {
+    name: _SANDBOX
+    for name in (
+        "PNG IDAT length claims 1024 MB",  # 0.8-1.0 GB
+        "PNG IDAT length claims 1536 MB",
+        "PNG tEXt length claims 768 MB",  # 0.4-1.3 GB
+        "PNG PLTE length claims 768 MB",  # 0.76 GB
+        "JPEG hidden frame header: 16x16 outside, 10000x10000 inside",  # 570 MB, answered 200
+        "JPEG hidden frame header: 16x16 outside, 10000x10000 inside (via /v2)",
+        "TIFF duplicate width/height tags: 10000 first, 16 second",  # 530 MB
+        "TIFF duplicate width/height tags: 10000 first, 16 second (via /v2)",
+        "GIF at the pixel limit (LZW data cut short)",  # 350-370 MB for a 36-byte file
+        "progressive JPEG 7000x7000, 2000 scans",  # minutes of CPU
+        "progressive JPEG 7000x7000 colour, 6000 scans (100 KB)",
+    )
+} | {
+    name: _HTTP
+    for name in (
+        "chunked: chunk size that is not hex",
+        "chunked: negative chunk size",
+        "chunked: chunk size with 0x prefix",
+        "chunked: chunk data without its CRLF",
+        "chunked: chunk longer than its size",
+        "chunked: 60 KB chunk extension",
+        "chunked: chunk size line with a space",
+        "chunked: bare LF line endings",
+        "chunked: malformed trailer",
+        "chunked: bad chunk size to /v2",
+        "chunked and Content-Length together",  # Gunicorn's HTML 400
+        "/v2: data nested 100,000 deep",
+        "/v2: parameters nested 100,000 deep",
+        "/v2: shape with 65 dimensions",
+        "/v2: Inference-Header-Content-Length of non-ASCII digits",
+        "/v2: Inference-Header-Content-Length of a superscript digit",
+        "chunked: 24 MB image/png body",  # 200: the body is cut at the limit
+        "chunked: valid 12.6 MB PNG",  # 400 "could not be decoded"
+        "chunked: 24 MB /v2 body",
+        "chunked: 12 MB in 4 KB chunks",
+    )
+}
+# Near a bound (5 s, 300 MB) on this machine: they fail here but may pass on a fast one.
+BORDERLINE: dict[str, str] = {
+    name: _SANDBOX + " (near a bound: machine-dependent)"
+    for name in (
+        "JPEG hidden frame header: 16x16 outside, 7071x7071 grey inside",
+        "PNG 256-colour palette with full tRNS at the pixel limit",
+        "WebP lossless at the pixel limit",
+        "TIFF deflate RGB at the pixel limit, one shared strip",
+        "progressive JPEG 4000x4000, 500 scans",
+    )
+}
 
 
 @dataclass
@@ -98,6 +149,8 @@ def _params() -> list[Any]:
             marks = []
             if key in EXPECTED_FAILURES:
                 marks.append(pytest.mark.xfail(strict=True, reason=EXPECTED_FAILURES[key]))
+            elif key in BORDERLINE:
+                marks.append(pytest.mark.xfail(strict=False, reason=BORDERLINE[key]))
             params.append(pytest.param(case.name, route, id=key, marks=marks))
     return params
 
@@ -176,5 +229,6 @@ def test_expected_failures_name_real_cases() -> None:
     keys = {case.name for case in hostile_cases()} | {
         f"{case.name} (via /v2)" for case in hostile_cases() if case.also_v2
     }
-    assert set(EXPECTED_FAILURES) <= keys
+    assert set(EXPECTED_FAILURES) | set(BORDERLINE) <= keys
+    assert not set(EXPECTED_FAILURES) & set(BORDERLINE)
     json.dumps(EXPECTED_FAILURES)  # plain data, readable in the artifact

@@ -490,7 +490,7 @@ def class3_dimension_lies() -> list[HostileCase]:
             also_v2=True,
         ),
         _image(
-            "JPEG hidden frame header: 16x16 outside, 7071x7071 colour inside",
+            "JPEG hidden frame header: 16x16 outside, 7071x7071 grey inside",
             3,
             hidden_frame_jpeg(7071, 7071),
         ),
