@@ -22,7 +22,9 @@ def _cases() -> list[object]:
     for name, entry in sorted(load_manifest().items()):
         marks = []
         if entry.get("expected_failure"):
-            marks.append(pytest.mark.xfail(strict=True, reason=entry["expected_failure"]))
+            # Near a bound (e.g. 318 MB against 300 MB): machine-dependent, so not strict.
+            strict = not entry.get("near_bound", False)
+            marks.append(pytest.mark.xfail(strict=strict, reason=entry["expected_failure"]))
         cases.append(pytest.param(name, id=name, marks=marks))
     return cases
 

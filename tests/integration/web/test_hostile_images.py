@@ -19,19 +19,42 @@ from tests.support.hostile import hostile_case, hostile_cases
 pytestmark = pytest.mark.slow
 
 _SANDBOX = "decoded in-process today: the decode sandbox must bound it"
-# Filled from a run on main; strict, so a fix shows.
-EXPECTED_FAILURES: dict[str, str] = {}
+# What still fails on main (2026-12-01); strict, so a fix shows and its line must go.
+EXPECTED_FAILURES: dict[str, str] = {
+    name: _SANDBOX
+    for name in (
+        "PNG IDAT length claims 1024 MB",
+        "PNG IDAT length claims 1536 MB",
+        "PNG tEXt length claims 768 MB",
+        "PNG PLTE length claims 768 MB",
+        "JPEG hidden frame header: 16x16 outside, 10000x10000 inside",
+        "TIFF duplicate width/height tags: 10000 first, 16 second",
+        "GIF at the pixel limit (LZW data cut short)",
+        "progressive JPEG 7000x7000, 2000 scans",
+        "progressive JPEG 7000x7000 colour, 6000 scans (100 KB)",
+    )
+}
+# Within a few per cent of a bound (300 MB, 2 s of CPU): machine-dependent, not strict.
+BORDERLINE = (
+    "JPEG hidden frame header: 16x16 outside, 7071x7071 grey inside",
+    "WebP lossless at the pixel limit",
+    "PNG 256-colour palette with full tRNS at the pixel limit",
+    "TIFF deflate RGB at the pixel limit, one shared strip",
+    "progressive JPEG 4000x4000, 500 scans",
+)
+
+
+def _marks(name: str) -> list[Any]:
+    if name in EXPECTED_FAILURES:
+        return [pytest.mark.xfail(strict=True, reason=EXPECTED_FAILURES[name])]
+    if name in BORDERLINE:
+        return [pytest.mark.xfail(strict=False, reason=_SANDBOX + " (near a bound)")]
+    return []
 
 
 def _params() -> list[Any]:
     return [
-        pytest.param(
-            case.name,
-            id=case.name,
-            marks=[pytest.mark.xfail(strict=True, reason=EXPECTED_FAILURES[case.name])]
-            if case.name in EXPECTED_FAILURES
-            else [],
-        )
+        pytest.param(case.name, id=case.name, marks=_marks(case.name))
         for case in hostile_cases()
         if case.image
     ]
@@ -53,4 +76,5 @@ def test_hostile_image_is_decoded_or_refused_within_limits(runner: DecodeRunner,
 
 
 def test_expected_failures_name_real_cases() -> None:
-    assert set(EXPECTED_FAILURES) <= {case.name for case in hostile_cases() if case.image}
+    names = {case.name for case in hostile_cases() if case.image}
+    assert set(EXPECTED_FAILURES) | set(BORDERLINE) <= names
