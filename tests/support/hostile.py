@@ -374,11 +374,61 @@ def _apng_cases() -> list[HostileCase]:
             payload = bytearray(chunks[index][1])
             payload[4:20] = struct.pack(">IIII", width, height, x, y)
             cases.append(_image(f"APNG {which} fcTL: {name}", 1, rebuilt({index: bytes(payload)})))
+    cases += _apng_frame_data_cases()
     actl = next(index for index, (kind, _) in enumerate(chunks) if kind == b"acTL")
     cases.append(
         _image("APNG claims 2^31 frames", 1, rebuilt({actl: struct.pack(">II", 1 << 31, 0)}))
     )
     return cases
+
+
+def _apng_frame_data_cases() -> list[HostileCase]:
+    """APNGs with corrupt frame data: the fuzzer's SIGSEGV in OpenCV's APNG reader.
+
+    With the default image apart from the animation, the first frame is read from fdAT
+    chunks; a libpng error there (a bad row filter) crashes the process.
+    """
+    cases = []
+    for seed_name in ("animated, separate default image", "animated"):
+        (animated,) = [seed.data for seed in seeds("png") if seed.name == seed_name]
+        for corruption in ("bad row filter", "zlib data cut short"):
+            cases.append(
+                _image(
+                    f"APNG ({seed_name}): {corruption} in the first fdAT",
+                    1,
+                    _corrupt_first_frame_data(animated, corruption),
+                )
+            )
+    return cases
+
+
+def _corrupt_first_frame_data(animated: bytes, corruption: str) -> bytes:
+    chunks = [(kind, payload) for _, kind, payload in png_chunks(animated)]
+    index = next(i for i, (kind, _) in enumerate(chunks) if kind == b"fdAT")
+    payload = chunks[index][1]
+    rows = bytearray(zlib.decompress(payload[4:]))
+    if corruption == "bad row filter":
+        rows[0] = 7  # filter types are 0-4
+        compressed = zlib.compress(bytes(rows))
+    else:
+        compressed = zlib.compress(bytes(rows))[: len(rows) // 4]
+    chunks[index] = (b"fdAT", payload[:4] + compressed)
+    return b"\x89PNG\r\n\x1a\n" + b"".join(png_chunk(kind, data) for kind, data in chunks)
+
+
+def corpus_cases() -> list[HostileCase]:
+    """The fuzzer's kept findings (tests/corpus/hostile/), each as an upload."""
+    from tests.support.fuzzing.campaign import CORPUS, load_manifest  # noqa: PLC0415
+
+    classes = {"crash": 1, "exception": 1, "balloon": 5, "hang": 4}
+    return [
+        _image(
+            f"corpus {name}: {entry['found'].split(' -> ')[-1]}",
+            classes[entry["kind"]],
+            (CORPUS / name).read_bytes(),
+        )
+        for name, entry in sorted(load_manifest().items())
+    ]
 
 
 def _zip_stub() -> bytes:
@@ -967,6 +1017,7 @@ def hostile_cases() -> tuple[HostileCase, ...]:
     """Every case; the slow decode-time bombs come last (they may keep a worker busy)."""
     return (
         *class1_malformed(),
+        *corpus_cases(),
         *class2_declared_lengths(),
         *class3_dimension_lies(),
         *class5_expanding(),
