@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.hostile import HostileCase, hostile_case, hostile_cases
+from tests.support.fuzzing.campaign import load_manifest
+from tests.support.hostile import HostileCase, corpus_case_name, hostile_case, hostile_cases
 from tests.support.hostile_http import (
     ANSWER_WITHIN_S,
     Answer,
@@ -56,6 +57,8 @@ EXPECTED_FAILURES: dict[str, str] = {
         "TIFF duplicate width/height tags: 10000 first, 16 second",  # 530 MB
         "TIFF duplicate width/height tags: 10000 first, 16 second (via /v2)",
         "GIF at the pixel limit (LZW data cut short)",  # 350-370 MB for a 36-byte file
+        # SIGSEGV: the worker dies, its connections drop (found by the fuzzer)
+        "APNG (animated, separate default image): bad row filter in the first fdAT",
         "progressive JPEG 7000x7000, 2000 scans",  # minutes of CPU
         "progressive JPEG 7000x7000 colour, 6000 scans (100 KB)",
     )
@@ -140,7 +143,20 @@ def _healthy(web: WebDeployment) -> tuple[frozenset[int], int | None] | None:
     return pids
 
 
+def _corpus_marks() -> dict[str, Any]:
+    """Expected failures of the fuzzer's kept files, as their manifest records them."""
+    marks = {}
+    for name, entry in load_manifest().items():
+        if entry.get("expected_failure"):
+            strict = not entry.get("near_bound", False)
+            marks[corpus_case_name(name, entry["kind"])] = pytest.mark.xfail(
+                strict=strict, reason=entry["expected_failure"]
+            )
+    return marks
+
+
 def _params() -> list[Any]:
+    corpus = _corpus_marks()
     params = []
     for case in hostile_cases():
         routes = ["predict", "v2"] if case.also_v2 else ["predict"]
@@ -151,6 +167,8 @@ def _params() -> list[Any]:
                 marks.append(pytest.mark.xfail(strict=True, reason=EXPECTED_FAILURES[key]))
             elif key in BORDERLINE:
                 marks.append(pytest.mark.xfail(strict=False, reason=BORDERLINE[key]))
+            elif key in corpus:
+                marks.append(corpus[key])
             params.append(pytest.param(case.name, route, id=key, marks=marks))
     return params
 

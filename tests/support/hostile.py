@@ -423,12 +423,18 @@ def corpus_cases() -> list[HostileCase]:
     classes = {"crash": 1, "exception": 1, "balloon": 5, "hang": 4}
     return [
         _image(
-            f"corpus {name}: {entry['found'].split(' -> ')[-1]}",
+            corpus_case_name(name, entry["kind"]),
             classes[entry["kind"]],
             (CORPUS / name).read_bytes(),
+            tags=("corpus",),
         )
         for name, entry in sorted(load_manifest().items())
     ]
+
+
+def corpus_case_name(file_name: str, kind: str) -> str:
+    """Return the hostile-case name of a corpus file."""
+    return f"corpus {file_name} ({kind})"
 
 
 def _zip_stub() -> bytes:
