@@ -224,7 +224,7 @@ class BackgroundClient:
         url: str,
         image: bytes,
         *,
-        pause_s: float = 0.05,
+        pause_s: float = 0.02,
         max_requests: int = 20_000,
         max_duration_s: float = 1800.0,
     ) -> None:
@@ -278,7 +278,7 @@ class BackgroundClient:
         self._thread.join(20)
 
 
-def wait_idle(root_pid: int, timeout_s: float = 60.0, window_s: float = 0.25) -> bool:
+def wait_idle(root_pid: int, timeout_s: float = 60.0, window_s: float = 0.15) -> bool:
     """Wait until the process tree uses under a quarter of a core; return whether it did.
 
     A decode the client gave up on goes on in its worker thread: waiting for it keeps its

@@ -54,3 +54,23 @@ def refuse(data: bytes) -> None:
 def fail(data: bytes) -> None:
     """Raise an undocumented error (what the service would answer with a 500)."""
     raise KeyError("surprise")
+
+
+SANDBOX_TARGET = "tests.support.fuzzing.targets:sandboxed_prepare_image"
+
+
+def sandboxed_prepare_image(data: bytes) -> np.ndarray:
+    """Decode through the service's decode sandbox (a DecoderPool with its default settings).
+
+    A pool per call: each input runs in a fresh fork of the fuzzer's child, and a decoder
+    process must not outlive the fork that started it.
+    """
+    from onemodel.settings import Settings  # noqa: PLC0415
+    from onemodel.web.image_decoder import create_decoder  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    decoder = create_decoder(settings)
+    try:
+        return np.asarray(decoder.prepare(data, INPUT_SIZE))
+    finally:
+        decoder.close()
