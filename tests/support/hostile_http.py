@@ -64,7 +64,9 @@ def send(case: HostileCase, base_url: str, model: str, *, v2_image: bool = False
         path = f"/v2/models/{model}/infer"
     else:
         body = case.body_bytes()
-        headers = dict(case.headers)
+        headers: dict[str, str | bytes] = {
+            name: _header_bytes(value) for name, value in case.headers
+        }
         if case.content_type is not None:
             headers["Content-Type"] = case.content_type
         path = case.path.replace(MODEL_PLACEHOLDER, model)
@@ -83,6 +85,14 @@ def send(case: HostileCase, base_url: str, model: str, *, v2_image: bool = False
         response.content,
         time.monotonic() - start,
     )
+
+
+def _header_bytes(value: str) -> bytes:
+    """Latin-1 where it can (what WSGI decodes headers with), else UTF-8."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode()
 
 
 def send_raw(base_url: str, request: bytes) -> Answer:
