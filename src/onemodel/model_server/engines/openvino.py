@@ -61,7 +61,7 @@ class OpenVINOToolkit:
                 return ov.convert_model(function.get_concrete_function(signature))
         except Exception as error:  # the frontend raises plain Exception (OpConversionFailure)
             raise ConversionError(
-                f"OpenVINO cannot convert the model: {_first_lines(str(error))}"
+                f"OpenVINO cannot convert the model: {_summary(str(error))}"
             ) from None
 
     def save(self, model: Any, xml_path: Path) -> None:
@@ -89,7 +89,8 @@ class OpenVINOEngine:
             model, _DEVICE, {"INFERENCE_PRECISION_HINT": _PRECISION_HINTS[precision]}
         )
         # What OpenVINO will really compute in: f32 on CPUs without bfloat16 units.
-        self.inference_precision = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.inference_precision = str(hint.get_type_name())  # "f32", "bf16"
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
 
@@ -101,6 +102,8 @@ class OpenVINOEngine:
             return np.array(outputs[0], dtype=np.float32)
 
 
-def _first_lines(text: str, lines: int = 4) -> str:
-    kept = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return " ".join(kept[:lines])
+def _summary(text: str) -> str:
+    """Return the useful part of a frontend error: its ``-- ...`` summary lines if any."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    items = [line.removeprefix("-- ") for line in lines if line.startswith("-- ")]
+    return "; ".join(items) if items else " ".join(lines[:3])
