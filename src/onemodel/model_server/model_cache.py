@@ -131,7 +131,8 @@ class ModelCache:
         """
         resolved = path.resolve()
         stat = resolved.stat()
-        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        # No inode: an image layer may show the same file under another one at run time.
+        stamp = [stat.st_size, stat.st_mtime_ns]
         memo = self._read_digests()
         known = memo.get(str(resolved))
         if isinstance(known, dict) and known.get("stamp") == stamp:
