@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ _MODEL_XML = "model.xml"
 _METADATA = "metadata.json"
 _DIGESTS = "digests.json"
 _CHUNK_BYTES = 4 * 1024 * 1024
+# A staging directory this old was left by a writer that died (kill -9 mid-write).
+_STALE_STAGING_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ class ModelCache:
         """Write an entry atomically (``write_model`` writes the IR to the path given).
 
         Entries for the same source and precision under other keys (an older model file,
-        another OpenVINO) are removed afterwards: they can never be hit again.
+        another OpenVINO) are removed afterwards: they can never be hit again. So are
+        staging directories older than an hour (their writer died).
         """
         self._entries.mkdir(parents=True, exist_ok=True)
         final = self._entries / metadata.key
@@ -146,8 +150,14 @@ class ModelCache:
         return sha.hexdigest()
 
     def _remove_superseded(self, metadata: CacheMetadata) -> None:
+        now = time.time()
         for directory in self._entries.iterdir():
-            if directory.name == metadata.key or directory.name.startswith("."):
+            if directory.name.startswith("."):
+                with contextlib.suppress(OSError):
+                    if now - directory.stat().st_mtime > _STALE_STAGING_S:
+                        shutil.rmtree(directory, ignore_errors=True)
+                continue
+            if directory.name == metadata.key:
                 continue
             entry = self.lookup(directory.name)
             if (

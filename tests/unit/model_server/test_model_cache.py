@@ -132,3 +132,16 @@ def test_a_read_only_cache_still_digests(tmp_path: Path) -> None:
     model = tmp_path / "model.keras"
     model.write_bytes(b"content")
     assert len(cache.digest(model)) == 64
+
+
+def test_a_dead_writers_staging_directory_is_removed_later(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path)
+    cache.store(_metadata("k1"), _write_ir)
+    stale = tmp_path / "openvino" / ".k2.dead"
+    fresh = tmp_path / "openvino" / ".k3.writing"
+    stale.mkdir()
+    fresh.mkdir()
+    os.utime(stale, (0, 0))
+    cache.store(_metadata("k4", source="/models/other.keras"), _write_ir)
+    assert not stale.exists()
+    assert fresh.exists()  # perhaps another model server writing right now
