@@ -65,8 +65,9 @@ WORKDIR /home/app
 USER 10001:10001
 
 # Optionally bake the VGG16 ImageNet weights into /home/app/.keras/models (`onemodel prepare`
-# loads and warms the model once), so a container starts without a 528 MB download, also on
-# a read-only filesystem. Builds without internet access use BAKE_WEIGHTS=0.
+# loads and warms the model once, and caches it converted to OpenVINO in ~/.cache/onemodel),
+# so a container starts without a 528 MB download or TensorFlow, also on a read-only
+# filesystem. Builds without internet access use BAKE_WEIGHTS=0.
 RUN if [ "$BAKE_WEIGHTS" = "1" ]; then \
         onemodel prepare vgg16 && ls -l /home/app/.keras/models; \
     fi

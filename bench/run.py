@@ -55,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="seconds of load per VGG16 point (default 6 quick, 12 full)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("tensorflow", "openvino", "auto"),
+        default="tensorflow",
+        help="onemodel's MODEL_ENGINE (default tensorflow: the same engine as the ceiling)",
+    )
     parser.add_argument("--web-concurrency", type=int, default=4, help="onemodel workers")
     parser.add_argument("--web-threads", type=int, default=8, help="onemodel threads per worker")
     parser.add_argument(
@@ -123,6 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         uploads=assets.ensure_uploads(),
         web_workers=args.web_concurrency,
         web_threads=args.web_threads,
+        engine=args.engine,
         log_dir=assets.CACHE / "logs" / stamp,
     )
     plan = make_plan(args)
@@ -140,6 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
         "web_workers": args.web_concurrency,
         "web_threads": args.web_threads,
+        "engine": args.engine,
         "uploads": {
             name: {"file": u.path.name, "width": u.width, "height": u.height, "bytes": u.size_bytes}
             for name, u in config.uploads.items()

@@ -43,6 +43,7 @@ class RunConfig:
     web_workers: int
     web_threads: int
     log_dir: Path
+    engine: str = "tensorflow"  # onemodel's MODEL_ENGINE (bench/run.py --engine)
 
 
 def log_line(text: str) -> None:
@@ -229,7 +230,9 @@ class Runner:
             self.launcher.stop(server.started)
 
     def _spec(self, model: str, precision: str, workers: int, threads: int) -> ServerSpec:
-        return ServerSpec(self.config.model_paths[model], precision, workers, threads)
+        return ServerSpec(
+            self.config.model_paths[model], precision, workers, threads, engine=self.config.engine
+        )
 
 
 def _cpu_per_request(

@@ -29,6 +29,8 @@ _DROPPED = (
     "MODEL_PATH",
     "MODEL_WEIGHTS",
     "MODEL_PRECISION",
+    "MODEL_ENGINE",
+    "MODEL_CACHE_DIR",
     "MAX_BATCH_SIZE",
     "MAX_BATCH_DELAY_MS",
     "MAX_QUEUE",
@@ -48,12 +50,17 @@ class ServerSpec:
     workers: int = 4
     threads: int = 4
     extra_env: tuple[tuple[str, str], ...] = ()
+    # onemodel's MODEL_ENGINE; the baselines and the ceiling are TensorFlow whatever it is.
+    engine: str = "tensorflow"
 
     def model_env(self) -> dict[str, str]:
         """Return the environment every system reads its model from."""
         env = base_env()
         env.update(
-            MODEL_PATH=self.model_path, MODEL_WEIGHTS="random", MODEL_PRECISION=self.precision
+            MODEL_PATH=self.model_path,
+            MODEL_WEIGHTS="random",
+            MODEL_PRECISION=self.precision,
+            MODEL_ENGINE=self.engine,
         )
         env.update(dict(self.extra_env))
         return env
@@ -99,7 +106,8 @@ def _start_onemodel(spec: ServerSpec, launcher: Launcher, timeout_s: float) -> S
         ACCESS_LOG="",  # no per-request log line, as in the baselines
     )
     argv = [GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"]
-    name = f"onemodel-{_model_label(spec)}-{spec.precision}-w{spec.workers}t{spec.threads}"
+    shape = f"w{spec.workers}t{spec.threads}"
+    name = f"onemodel-{_model_label(spec)}-{spec.engine}-{spec.precision}-{shape}"
     started = launcher.start(name, argv, env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
 

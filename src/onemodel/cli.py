@@ -86,6 +86,7 @@ if _ENGINES:
     _MODEL_FLAGS = (
         *_MODEL_FLAGS,
         _Flag("--engine", "MODEL_ENGINE", "inference engine", choices=tuple(_ENGINES)),
+        _Flag("--cache-dir", "MODEL_CACHE_DIR", "converted models ('off': no cache)"),
     )
 
 _SERVE_FLAGS = (

@@ -13,6 +13,7 @@ from onemodel.errors import ConfigError
 
 PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
 PRECISIONS = ("float32", "bfloat16")
+ENGINES = ("auto", "openvino", "tensorflow")
 MIN_TCP_AUTHKEY_BYTES = 32
 MIN_DECODE_MEMORY_BYTES = 32 * 1024 * 1024
 MIN_API_KEY_CHARACTERS = 16
@@ -85,6 +86,11 @@ class Settings:
     labels_path: str | None = None
     preprocess: str | None = None  # None: "caffe" for vgg16, "none" for model files
     precision: str = "float32"
+    # auto: OpenVINO where it is installed and the converted model verifies, else TensorFlow.
+    engine: str = "auto"
+    # Converted models (OpenVINO IR) live here; None: no cache (from_env defaults to
+    # $XDG_CACHE_HOME/onemodel or ~/.cache/onemodel; MODEL_CACHE_DIR=off disables it).
+    cache_dir: str | None = None
     # Batching (model server).
     max_batch_size: int = 16
     max_batch_delay_ms: float = 10.0
@@ -153,6 +159,8 @@ class Settings:
             labels_path=env.get("MODEL_LABELS", "").strip() or None,
             preprocess=env.get("MODEL_PREPROCESS", "").strip().lower() or None,
             precision=env.get("MODEL_PRECISION", "float32").strip().lower() or "float32",
+            engine=env.get("MODEL_ENGINE", "auto").strip().lower() or "auto",
+            cache_dir=model_cache_dir(env),
             max_batch_size=parser.integer("MAX_BATCH_SIZE", cls.max_batch_size, minimum=1),
             max_batch_delay_ms=parser.number(
                 "MAX_BATCH_DELAY_MS", cls.max_batch_delay_ms, minimum=0.0
@@ -213,6 +221,8 @@ class Settings:
             )
         if self.decoder_processes < 0:
             raise ConfigError(f"DECODER_PROCESSES={self.decoder_processes} must be at least 0")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"MODEL_ENGINE={self.engine!r} is not one of {', '.join(ENGINES)}")
         if self.labels_path is not None and not Path(self.labels_path).is_file():
             raise ConfigError(f"MODEL_LABELS={self.labels_path!r}: no such file")
         # A chunked body may carry framing up to its own size again (see request_framing).
@@ -240,6 +250,17 @@ class Settings:
                 'python -c "import secrets; print(secrets.token_hex(32))")'
             )
         return self.authkey
+
+
+def model_cache_dir(env: Mapping[str, str]) -> str | None:
+    """Return MODEL_CACHE_DIR, else $XDG_CACHE_HOME/onemodel or ~/.cache/onemodel; None if off."""
+    text = env.get("MODEL_CACHE_DIR", "").strip()
+    if text.lower() == "off":
+        return None
+    if text:
+        return text
+    base = env.get("XDG_CACHE_HOME", "").strip() or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "onemodel")
 
 
 def read_authkey(env: Mapping[str, str]) -> bytes | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +155,9 @@ def test_prepare_loads_and_warms_the_model(empty_directory: Path, tiny_model: Pa
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "prepared tiny: input 64x64, 10 classes" in result.stdout
+    if importlib.util.find_spec("openvino") is not None:
+        # MODEL_ENGINE=auto: the verified conversion is now in the model cache.
+        assert "engine openvino" in result.stdout
 
 
 def test_prepare_reports_a_model_that_does_not_load(empty_directory: Path) -> None:

@@ -11,7 +11,7 @@ from onemodel.model_server.labels import imagenet_labels
 from tests.support.processes import (
     base_env,
     free_port,
-    maps_tensorflow,
+    maps_ml_framework,
     process_tree,
     start_gunicorn,
     wait_ready,
@@ -50,7 +50,8 @@ def test_vgg16_random_weights_served_by_two_workers(tmp_path: Path, photo_jpeg: 
             timeout=60,
         )
         assert hello.text.strip() == body["predictions"][0]["label"]
-        assert [pid for pid in process_tree(gunicorn.pid) if maps_tensorflow(pid)] == [info["pid"]]
+        holders = [pid for pid in process_tree(gunicorn.pid) if maps_ml_framework(pid)]
+        assert holders == [info["pid"]]
         assert requests.get(f"{base_url}/readyz", timeout=10).json()["load_count"] == 1
     finally:
         gunicorn.stop()

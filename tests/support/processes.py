@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+TEST_CACHE_DIR = Path(tempfile.gettempdir()) / f"onemodel-test-cache-{os.getuid()}"
 T = TypeVar("T")
 
 
@@ -107,6 +109,8 @@ def base_env(**extra: str) -> dict[str, str]:
     }
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env["PYTHONUNBUFFERED"] = "1"
+    # Converted models: one cache for every test run, never the user's own.
+    env["MODEL_CACHE_DIR"] = str(TEST_CACHE_DIR)
     env.update(extra)
     return env
 
@@ -159,6 +163,12 @@ def process_tree(root_pid: int) -> list[int]:
 
     root = psutil.Process(root_pid)
     return [root_pid, *(child.pid for child in root.children(recursive=True))]
+
+
+def maps_ml_framework(pid: int) -> bool:
+    """Return whether the process has TensorFlow or OpenVINO shared libraries mapped."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return maps_tensorflow(pid) or "libopenvino" in maps
 
 
 def maps_tensorflow(pid: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ def test_defaults() -> None:
     assert settings.preprocess_mode == "caffe"
     assert settings.model_server_address is None
     assert settings.max_upload_bytes == 10 * 1024 * 1024
+    assert settings.engine == "auto"
 
 
 def test_model_file_defaults_to_no_preprocessing() -> None:
@@ -54,6 +56,7 @@ def test_bad_address_names_the_variable(text: str) -> None:
         ("MAX_UPLOAD_BYTES", "1.5"),
         ("MODEL_PREPROCESS", "imagenet"),
         ("MODEL_PRECISION", "float16"),
+        ("MODEL_ENGINE", "onnxruntime"),
         ("MODEL_LABELS", "/no/such/labels.txt"),
     ],
 )
@@ -184,3 +187,19 @@ def test_bad_api_keys_files_name_the_line_not_the_key(
     assert "0123456789" not in caught.value.message
     with pytest.raises(ConfigError, match="cannot be read"):
         Settings.from_env({"API_KEYS_FILE": str(tmp_path / "missing")})
+
+
+def test_engine_from_the_environment() -> None:
+    assert Settings.from_env({"MODEL_ENGINE": " OpenVINO "}).engine == "openvino"
+    assert Settings.from_env({"MODEL_ENGINE": "tensorflow"}).engine == "tensorflow"
+    with pytest.raises(ConfigError, match=r"MODEL_ENGINE='tf' is not one of auto, openvino"):
+        Settings.from_env({"MODEL_ENGINE": "tf"})
+
+
+def test_model_cache_dir_defaults_per_user_and_can_be_turned_off() -> None:
+    home = os.path.expanduser("~")
+    assert Settings.from_env({}).cache_dir == os.path.join(home, ".cache", "onemodel")
+    assert Settings.from_env({"XDG_CACHE_HOME": "/xdg"}).cache_dir == "/xdg/onemodel"
+    assert Settings.from_env({"MODEL_CACHE_DIR": "/models/ir"}).cache_dir == "/models/ir"
+    assert Settings.from_env({"MODEL_CACHE_DIR": "off"}).cache_dir is None
+    assert Settings().cache_dir is None  # built in code (tests): no cache unless asked

@@ -15,6 +15,19 @@ STATES = ("loading", "ready", "failed", "stopping")
 
 
 @dataclass(frozen=True)
+class Agreement:
+    """How a converted model's scores compare with the Keras float32 model's, measured at load.
+
+    Measured on a fixed set of seeded inputs; ``top1`` is the fraction with the same top-1
+    class, ``max_abs_diff`` the largest absolute score difference.
+    """
+
+    images: int = 0
+    top1: float = 0.0
+    max_abs_diff: float = 0.0
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """The model server's state, its model and its own limits, as one process decided them.
 
@@ -30,6 +43,11 @@ class ModelInfo:
     max_batch_size: int = 0  # the most images one predict call may carry
     preprocess: str = ""
     precision: str = ""
+    engine: str = ""  # "tensorflow" or "openvino"
+    engine_reason: str = ""  # why this engine (MODEL_ENGINE=auto) or what it computes in
+    # A converted model against the Keras float32 model on seeded inputs (None: Keras itself).
+    agreement: Agreement | None = None
+    model_cache: str = ""  # "hit", "miss" (converted now), "" (no cache used)
     cpu_bfloat16: tuple[str, ...] = ()
     max_batch_delay_ms: float = 0.0
     max_queue: int = 0

@@ -22,6 +22,7 @@ from onemodel.model_server.labels import load_labels
 from onemodel.model_server.metrics import ServerMetrics
 from onemodel.model_server.service import ModelService
 from onemodel.settings import (
+    ENGINES,
     PRECISIONS,
     PREPROCESS_MODES,
     Settings,
@@ -47,6 +48,8 @@ def parse_settings(argv: Sequence[str] | None = None, prog: str = "model_server.
     parser.add_argument("--labels", help="MODEL_LABELS: text file, one class name per line")
     parser.add_argument("--preprocess", choices=PREPROCESS_MODES, help="MODEL_PREPROCESS")
     parser.add_argument("--precision", choices=PRECISIONS, help="MODEL_PRECISION")
+    parser.add_argument("--engine", choices=ENGINES, help="MODEL_ENGINE (default auto)")
+    parser.add_argument("--cache-dir", help="MODEL_CACHE_DIR: converted models ('off': none)")
     parser.add_argument("--address", help="MODEL_SERVER_ADDRESS: host:port or a socket path")
     parser.add_argument("--authkey-file", help="MODEL_SERVER_AUTHKEY_FILE")
     parser.add_argument("--max-batch-size", type=int, help="MAX_BATCH_SIZE")
@@ -61,6 +64,7 @@ def parse_settings(argv: Sequence[str] | None = None, prog: str = "model_server.
         ("labels", "labels_path"),
         ("preprocess", "preprocess"),
         ("precision", "precision"),
+        ("engine", "engine"),
         ("max_batch_size", "max_batch_size"),
         ("max_batch_delay_ms", "max_batch_delay_ms"),
         ("max_queue", "max_queue"),
@@ -70,6 +74,8 @@ def parse_settings(argv: Sequence[str] | None = None, prog: str = "model_server.
             changes[name] = value
     if args.address:
         changes["model_server_address"] = parse_address(args.address, "--address")
+    if args.cache_dir:
+        changes["cache_dir"] = None if args.cache_dir.lower() == "off" else args.cache_dir
     if args.authkey_file:
         changes["authkey"] = read_authkey_file(args.authkey_file)
     return settings.replace(**changes) if changes else settings
@@ -109,7 +115,8 @@ def _load_and_attach(
     service: ModelService, settings: Settings, metrics: ServerMetrics
 ) -> Batcher | None:
     # Imported here: only the model server process may load TensorFlow.
-    from onemodel.model_server.model import cpu_bfloat16_flags, load_classifier  # noqa: PLC0415
+    from onemodel.model_server.loading import load_for_serving  # noqa: PLC0415
+    from onemodel.model_server.model import cpu_bfloat16_flags  # noqa: PLC0415
 
     bfloat16_flags = cpu_bfloat16_flags()
     logger.info(
@@ -120,10 +127,11 @@ def _load_and_attach(
     if settings.precision == "bfloat16" and not bfloat16_flags:
         logger.warning(
             "MODEL_PRECISION=bfloat16 on a CPU without bfloat16 matrix units (no amx_bf16 or "
-            "avx512_bf16): it is emulated and usually SLOWER than float32 here"
+            "avx512_bf16): TensorFlow emulates it (usually SLOWER than float32 here) and "
+            "OpenVINO computes in float32"
         )
     try:
-        classifier = load_classifier(settings)
+        classifier = load_for_serving(settings)
     except OneModelError as error:
         logger.error("%s", error.message)
         service.set_failed(error.message)
@@ -152,14 +160,19 @@ def _load_and_attach(
             max_batch_size=settings.max_batch_size,
             preprocess=classifier.preprocess_mode,
             precision=classifier.precision,
+            engine=classifier.engine.name,
+            engine_reason=classifier.engine_reason,
+            agreement=classifier.agreement,
+            model_cache=classifier.cache,
             cpu_bfloat16=tuple(bfloat16_flags),
             max_batch_delay_ms=settings.max_batch_delay_ms,
             max_queue=settings.max_queue,
         ),
     )
     logger.info(
-        "model %s ready: input %dx%d, %d classes, preprocess %s, precision %s",
+        "model %s ready on %s: input %dx%d, %d classes, preprocess %s, precision %s",
         classifier.name,
+        classifier.engine.name,
         height,
         width,
         classifier.num_classes,

@@ -1,4 +1,4 @@
-"""Load the Keras classifier. The only module that imports TensorFlow/Keras (model server only)."""
+"""Load the Keras classifier: the TensorFlow engine and the reference for conversions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from onemodel.boundary.contract import Agreement
 from onemodel.errors import ConfigError, ModelLoadError
+from onemodel.model_server.engines import Engine
+from onemodel.model_server.engines.tensorflow import TensorFlowEngine
 from onemodel.model_server.preprocessing import preprocess
 from onemodel.settings import Settings
 
@@ -22,20 +25,29 @@ _VGG16_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
 
 @dataclass
 class Classifier:
-    """A loaded Keras image classifier and what callers need to know about it."""
+    """A loaded image classifier, on whichever engine, and what callers need to know about it."""
 
     name: str
-    keras_model: Any
+    engine: Engine
     input_size: tuple[int, int]
     num_classes: int
     preprocess_mode: str
     precision: str
+    # Against the Keras float32 model, measured when the model was converted (None: Keras).
+    agreement: Agreement | None = None
+    engine_reason: str = ""  # why this engine (auto) or what it computes in, for /readyz
+    cache: str = ""  # "hit" or "miss" for a converted model; "" when no cache was used
+
+    @property
+    def keras_model(self) -> Any:
+        """Return the Keras model (TensorFlow engine only)."""
+        if not isinstance(self.engine, TensorFlowEngine):
+            raise AttributeError(f"the {self.engine.name} engine holds no Keras model")
+        return self.engine.keras_model
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Return float32 class scores (N, classes) for RGB uint8 images (N, H, W, 3)."""
-        batch = preprocess(images, self.preprocess_mode)
-        outputs = self.keras_model.predict_on_batch(batch)
-        return np.asarray(outputs, dtype=np.float32)
+        return self.engine.predict(preprocess(images, self.preprocess_mode))
 
 
 def load_classifier(settings: Settings) -> Classifier:
@@ -55,7 +67,7 @@ def load_classifier(settings: Settings) -> Classifier:
     input_size, num_classes = _describe(model)
     return Classifier(
         name=name,
-        keras_model=model,
+        engine=TensorFlowEngine(model, settings.precision),
         input_size=input_size,
         num_classes=num_classes,
         preprocess_mode=settings.preprocess_mode,
@@ -85,7 +97,7 @@ def _build_vgg16(keras: Any, weights: str, precision: str) -> Any:
         )
         return _vgg16(keras, precision, weights=None)
     if weights == "imagenet":
-        cached = _cached_imagenet_weights()
+        cached = cached_imagenet_weights()
         if cached is not None:
             # Used directly: Keras would ignore a cache on a read-only filesystem and download.
             logger.info("loading VGG16 ImageNet weights from %s", cached)
@@ -128,7 +140,7 @@ def _vgg16(keras: Any, precision: str, weights: str | None) -> Any:
     return keras.Model(base.input, outputs, name="vgg16")
 
 
-def _cached_imagenet_weights() -> str | None:
+def cached_imagenet_weights() -> str | None:
     """Return a VGG16 ImageNet weights file already in a Keras cache (e.g. baked in an image)."""
     homes = [os.environ.get("KERAS_HOME"), os.path.expanduser("~/.keras"), "/tmp/.keras"]
     for home in homes:

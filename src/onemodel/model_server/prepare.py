@@ -20,15 +20,19 @@ logger = logging.getLogger(__name__)
 def prepare(settings: Settings) -> str:
     """Load the model the settings name, run one warm-up batch; return a one-line summary."""
     # Imported here: TensorFlow costs seconds and memory, and only this path needs it.
-    from onemodel.model_server.model import load_classifier  # noqa: PLC0415
+    from onemodel.model_server.loading import load_for_serving  # noqa: PLC0415
 
     started = time.monotonic()
-    classifier = load_classifier(settings)
+    # The engine's own choice, as the model server makes it: a verified OpenVINO
+    # conversion lands in the model cache (MODEL_CACHE_DIR), so serving starts warm.
+    classifier = load_for_serving(settings)
     height, width = classifier.input_size
     scores = classifier.predict(np.zeros((1, height, width, 3), dtype=np.uint8))
     if scores.shape != (1, classifier.num_classes):
         raise ModelLoadError(f"the warm-up returned scores of shape {scores.shape}")
     return (
         f"prepared {classifier.name}: input {height}x{width}, {classifier.num_classes} classes, "
-        f"precision {classifier.precision}, in {time.monotonic() - started:.1f} s"
+        f"precision {classifier.precision}, engine {classifier.engine.name}"
+        f"{' (' + classifier.engine_reason + ')' if classifier.engine_reason else ''}, "
+        f"in {time.monotonic() - started:.1f} s"
     )

@@ -1,0 +1,109 @@
+"""The OpenVINO engine: convert a Keras model, compile it with an explicit precision, run it.
+
+Imported only by the model server, and only when OpenVINO is to be used.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from onemodel.errors import ModelLoadError
+
+# Always explicit: without a hint OpenVINO computes in bfloat16 on CPUs that have it
+# (avx512_bf16, AMX), silently, even for a float32 model.
+_PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16"}
+_DEVICE = "CPU"
+
+
+class ConversionError(ModelLoadError):
+    """The Keras model could not be converted to OpenVINO."""
+
+    code = "conversion_failed"
+    default_message = "the model could not be converted to OpenVINO"
+
+
+@functools.cache
+def _core() -> Any:
+    return ov.Core()
+
+
+class OpenVINOToolkit:
+    """Convert, save, read and compile models (the seam ``loading`` uses; tests fake it)."""
+
+    def version(self) -> str:
+        """Return the OpenVINO version (part of every cache key)."""
+        return str(ov.get_version())
+
+    def convert(self, keras_model: Any, input_size: tuple[int, int]) -> Any:
+        """Convert a Keras model to an OpenVINO model whose batch dimension stays dynamic.
+
+        Traced through a ``tf.function`` with an explicit input signature: given a Keras 3
+        Sequential model directly, ``ov.convert_model`` cannot trace it (unknown input rank).
+        """
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf  # noqa: PLC0415  (only a conversion needs it, warm starts not)
+
+        height, width = input_size
+        signature = tf.TensorSpec((None, height, width, 3), tf.float32)
+        function = tf.function(lambda batch: keras_model(batch, training=False))
+        try:
+            with warnings.catch_warnings():
+                # Keras warns about the input structure of the traced call; harmless here.
+                warnings.simplefilter("ignore")
+                return ov.convert_model(function.get_concrete_function(signature))
+        except Exception as error:  # the frontend raises plain Exception (OpConversionFailure)
+            raise ConversionError(
+                f"OpenVINO cannot convert the model: {_summary(str(error))}"
+            ) from None
+
+    def save(self, model: Any, xml_path: Path) -> None:
+        """Write a model as OpenVINO IR (``.xml`` plus ``.bin``), weights kept in float32."""
+        # compress_to_fp16 defaults to True and would change every weight.
+        ov.save_model(model, str(xml_path), compress_to_fp16=False)
+
+    def read(self, xml_path: Path) -> Any:
+        """Read an OpenVINO IR model."""
+        return _core().read_model(str(xml_path))
+
+    def compile(self, model: Any, precision: str) -> OpenVINOEngine:
+        """Compile a model for this CPU with an explicit precision hint."""
+        return OpenVINOEngine(model, precision)
+
+
+class OpenVINOEngine:
+    """A model compiled for the CPU; satisfies ``engines.Engine``."""
+
+    name = "openvino"
+
+    def __init__(self, model: Any, precision: str) -> None:
+        self.precision = precision
+        self._compiled = _core().compile_model(
+            model, _DEVICE, {"INFERENCE_PRECISION_HINT": _PRECISION_HINTS[precision]}
+        )
+        # What OpenVINO will really compute in: f32 on CPUs without bfloat16 units.
+        hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.inference_precision = str(hint.get_type_name())  # "f32", "bf16"
+        self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Return float32 scores (N, classes) for a preprocessed float32 batch."""
+        with self._lock:
+            outputs = self._request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
+            # Copied: the request reuses its output buffer on the next call.
+            return np.array(outputs[0], dtype=np.float32)
+
+
+def _summary(text: str) -> str:
+    """Return the useful part of a frontend error: its ``-- ...`` summary lines if any."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    items = [line.removeprefix("-- ") for line in lines if line.startswith("-- ")]
+    return "; ".join(items) if items else " ".join(lines[:3])

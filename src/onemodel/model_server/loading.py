@@ -1,0 +1,263 @@
+"""Load the classifier on the engine MODEL_ENGINE asks for: verify conversions, use the cache.
+
+``tensorflow`` runs the Keras model. ``openvino`` converts it, checks the converted model
+against Keras on seeded inputs, compiles it with an explicit precision and caches it, so a
+warm start reads the converted model without importing TensorFlow. ``auto`` is
+``openvino`` where OpenVINO is installed and the conversion verifies, else ``tensorflow``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import importlib.util
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from onemodel.boundary.contract import Agreement
+from onemodel.errors import ModelLoadError
+from onemodel.model_server.engines import Engine
+from onemodel.model_server.model import (
+    Classifier,
+    cached_imagenet_weights,
+    load_classifier,
+)
+from onemodel.model_server.model_cache import CacheEntry, CacheMetadata, ModelCache, cache_key
+from onemodel.model_server.preprocessing import preprocess
+from onemodel.model_server.verification import (
+    MAX_ABS_DIFFERENCE,
+    conversion_verified,
+    measure_agreement,
+    verification_images,
+)
+from onemodel.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class EngineError(ModelLoadError):
+    """OpenVINO cannot serve this model: ``auto`` falls back to TensorFlow, ``openvino`` stops."""
+
+    code = "engine_unusable"
+    default_message = "OpenVINO cannot serve this model"
+
+
+class Toolkit(Protocol):
+    """What loading needs from OpenVINO (``engines.openvino.OpenVINOToolkit``; tests fake it)."""
+
+    def version(self) -> str: ...
+
+    def convert(self, keras_model: Any, input_size: tuple[int, int]) -> Any: ...
+
+    def compile(self, model: Any, precision: str) -> Engine: ...
+
+    def save(self, model: Any, xml_path: Path) -> None: ...
+
+    def read(self, xml_path: Path) -> Any: ...
+
+
+def load_for_serving(settings: Settings, toolkit: Toolkit | None = None) -> Classifier:
+    """Return the classifier on the engine the settings choose; raise ModelLoadError clearly."""
+    if settings.engine == "tensorflow":
+        return _on_tensorflow(load_classifier(settings), "MODEL_ENGINE=tensorflow")
+    if toolkit is None:
+        unusable = _why_not_openvino(explicit=settings.engine == "openvino")
+        if unusable:
+            if settings.engine == "openvino":
+                raise ModelLoadError(f"MODEL_ENGINE=openvino: {unusable}")
+            return _on_tensorflow(load_classifier(settings), unusable)
+        toolkit = _openvino_toolkit()
+    try:
+        return _load_openvino(settings, toolkit)
+    except _Fallback as fallback:
+        if settings.engine == "openvino":
+            raise ModelLoadError(f"MODEL_ENGINE=openvino: {fallback.message}") from None
+        logger.warning("MODEL_ENGINE=auto: using TensorFlow because %s", fallback.message)
+        reason = f"OpenVINO not used: {fallback.message}"
+        if fallback.reference is not None and settings.precision == "float32":
+            return _on_tensorflow(fallback.reference, reason)
+        fallback.reference = None
+        gc.collect()
+        return _on_tensorflow(load_classifier(settings), reason)
+
+
+class _Fallback(Exception):
+    """OpenVINO failed; carries the Keras classifier already built, to reuse in float32."""
+
+    def __init__(self, message: str, reference: Classifier | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reference = reference
+
+
+def _load_openvino(settings: Settings, toolkit: Toolkit) -> Classifier:
+    cache = ModelCache(Path(settings.cache_dir)) if settings.cache_dir else None
+    source = _source(settings, cache) if cache is not None else None
+    key = None
+    if cache is not None and source is not None:
+        key = cache_key(source[1], settings.preprocess_mode, settings.precision, toolkit.version())
+        entry = cache.lookup(key)
+        if entry is not None:
+            try:
+                return _from_cache(entry, settings, toolkit)
+            except Exception as error:  # a damaged IR: convert again
+                logger.warning("cache entry %s unusable (%s): converting again", entry, error)
+    reference = load_classifier(settings.replace(precision="float32"))
+    try:
+        classifier, model, agreement = _convert_and_verify(reference, settings.precision, toolkit)
+    except EngineError as error:
+        raise _Fallback(error.message, reference) from None
+    del reference
+    if cache is not None and source is not None and key is not None:
+        metadata = CacheMetadata(
+            key=key,
+            source=source[0],
+            name=classifier.name,
+            input_size=classifier.input_size,
+            num_classes=classifier.num_classes,
+            preprocess_mode=classifier.preprocess_mode,
+            precision=classifier.precision,
+            openvino_version=toolkit.version(),
+            agreement=agreement,
+        )
+        try:
+            path = cache.store(metadata, lambda xml: toolkit.save(model, xml))
+            logger.info("cached the converted model in %s", path)
+        except OSError as error:
+            logger.warning("could not cache the converted model in %s: %s", cache.root, error)
+        classifier = dataclasses.replace(classifier, cache="miss")
+    gc.collect()  # the Keras reference and its graph are garbage now
+    return classifier
+
+
+def _convert_and_verify(
+    reference: Classifier, precision: str, toolkit: Toolkit
+) -> tuple[Classifier, Any, Agreement]:
+    """Convert the Keras reference, verify it in float32, compile it in ``precision``."""
+    images = verification_images(reference.input_size)
+    batch = preprocess(images, reference.preprocess_mode)
+    expected = reference.engine.predict(batch)
+    started = time.monotonic()
+    try:
+        model = toolkit.convert(reference.keras_model, reference.input_size)
+        float32 = toolkit.compile(model, "float32")
+        agreement = measure_agreement(expected, float32.predict(batch))
+    except ModelLoadError as error:
+        raise EngineError(error.message) from None
+    except Exception as error:  # OpenVINO raises RuntimeError and plain Exception
+        raise EngineError(f"OpenVINO failed: {type(error).__name__}: {error}") from None
+    if not conversion_verified(agreement):
+        raise EngineError(
+            f"the converted model does not match Keras in float32 on {agreement.images} seeded "
+            f"inputs: top-1 agreement {agreement.top1:.0%}, max |difference| "
+            f"{agreement.max_abs_diff:.3g} (allowed: 100% and {MAX_ABS_DIFFERENCE:g})"
+        )
+    engine: Engine = float32
+    if precision != "float32":
+        engine = toolkit.compile(model, precision)
+        # Reported, not gated: the user chose the lower precision.
+        agreement = measure_agreement(expected, engine.predict(batch))
+    logger.info(
+        "converted %s to OpenVINO in %.1f s; %s against Keras float32 on %d inputs: top-1 "
+        "agreement %.0f%%, max |difference| %.3g",
+        reference.name,
+        time.monotonic() - started,
+        precision,
+        agreement.images,
+        agreement.top1 * 100,
+        agreement.max_abs_diff,
+    )
+    classifier = dataclasses.replace(
+        reference,
+        engine=engine,
+        precision=precision,
+        agreement=agreement,
+        engine_reason=_engine_note(engine, precision),
+    )
+    return classifier, model, agreement
+
+
+def _from_cache(entry: CacheEntry, settings: Settings, toolkit: Toolkit) -> Classifier:
+    started = time.monotonic()
+    engine = toolkit.compile(toolkit.read(entry.xml_path), settings.precision)
+    metadata = entry.metadata
+    logger.info(
+        "loaded the converted %s from the cache %s in %.2f s",
+        metadata.name,
+        entry.xml_path.parent,
+        time.monotonic() - started,
+    )
+    return Classifier(
+        name=metadata.name,
+        engine=engine,
+        input_size=metadata.input_size,
+        num_classes=metadata.num_classes,
+        preprocess_mode=metadata.preprocess_mode,
+        precision=metadata.precision,
+        agreement=metadata.agreement,
+        engine_reason=_engine_note(engine, settings.precision),
+        cache="hit",
+    )
+
+
+def _source(settings: Settings, cache: ModelCache) -> tuple[str, str] | None:
+    """Return (description, content digest) of what the model is built from, or None.
+
+    None (no caching) when a file is missing: loading then fails with its own clear error.
+    """
+    try:
+        if settings.model_path != "vgg16":
+            path = Path(settings.model_path)
+            return str(path.resolve()), f"file sha256={cache.digest(path)}"
+        weights = settings.weights
+        if weights == "random":
+            # Each cold start draws new random weights; the cache keeps the first draw.
+            return "vgg16 weights=random", "vgg16 weights=random"
+        if weights == "imagenet":
+            cached = cached_imagenet_weights()
+            if cached is None:
+                return "vgg16 weights=imagenet", "vgg16 weights=imagenet (download)"
+            weights = cached
+        return f"vgg16 weights={weights}", f"vgg16 weights sha256={cache.digest(Path(weights))}"
+    except OSError:
+        return None
+
+
+def _engine_note(engine: Engine, precision: str) -> str:
+    computed = getattr(engine, "inference_precision", "")
+    if precision == "bfloat16" and computed and "bf16" not in computed:
+        return "this CPU has no bfloat16 units: OpenVINO computes in float32"
+    return ""
+
+
+def _on_tensorflow(classifier: Classifier, reason: str) -> Classifier:
+    logger.info("engine tensorflow: %s", reason)
+    return dataclasses.replace(classifier, engine_reason=reason)
+
+
+def _why_not_openvino(explicit: bool) -> str:
+    """Return why OpenVINO cannot or should not be used here ("" when it can)."""
+    if importlib.util.find_spec("openvino") is None:
+        return "OpenVINO is not installed (pip install 'onemodel[model]')"
+    if not explicit and _cuda_gpu_present():
+        return "a CUDA GPU is present: TensorFlow uses it (OpenVINO's GPU plugin is Intel's)"
+    return ""
+
+
+def _cuda_gpu_present() -> bool:
+    """Return whether an NVIDIA GPU is visible, without importing TensorFlow."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    try:
+        return any(Path("/proc/driver/nvidia/gpus").iterdir())
+    except OSError:
+        return False
+
+
+def _openvino_toolkit() -> Toolkit:
+    from onemodel.model_server.engines.openvino import OpenVINOToolkit  # noqa: PLC0415
+
+    return OpenVINOToolkit()
