@@ -114,8 +114,9 @@ class Settings:
     # worker's decoding holds at most decoder_processes x decode_memory_bytes.
     decode_memory_bytes: int = 256 * 1024 * 1024
     # Wall-clock limit of one decode, after which the decoder is killed (its CPU-time
-    # limit is this, rounded up to whole seconds). Default 3; keep it well under
-    # request_timeout_s. A 50 MP progressive JPEG takes about 1 s here.
+    # limit is this, rounded up to whole seconds). Default 3 (or half of
+    # request_timeout_s when that is shorter); it must stay under request_timeout_s.
+    # A 50 MP progressive JPEG takes about 1 s here.
     decode_timeout_s: float = 3.0
     # Slow clients (onemodel.web.worker reads requests before any thread sees them): a
     # request's head must arrive within request_header_timeout_s of its first byte (of
@@ -151,6 +152,9 @@ class Settings:
         env = os.environ if environ is None else environ
         parser = _EnvParser(env)
         address_text = env.get("MODEL_SERVER_ADDRESS", "").strip()
+        request_timeout_s = parser.number("REQUEST_TIMEOUT_S", cls.request_timeout_s, minimum=0.001)
+        # Unset, a decode gets 3 s, or half the request's time when that is shorter.
+        default_decode_timeout_s = min(cls.decode_timeout_s, request_timeout_s / 2)
         settings = cls(
             model_server_address=parse_address(address_text) if address_text else None,
             authkey=read_authkey(env),
@@ -166,9 +170,7 @@ class Settings:
                 "MAX_BATCH_DELAY_MS", cls.max_batch_delay_ms, minimum=0.0
             ),
             max_queue=parser.integer("MAX_QUEUE", cls.max_queue, minimum=1),
-            request_timeout_s=parser.number(
-                "REQUEST_TIMEOUT_S", cls.request_timeout_s, minimum=0.001
-            ),
+            request_timeout_s=request_timeout_s,
             max_upload_bytes=parser.integer("MAX_UPLOAD_BYTES", cls.max_upload_bytes, minimum=1),
             max_image_pixels=parser.integer("MAX_IMAGE_PIXELS", cls.max_image_pixels, minimum=1),
             max_form_parts=parser.integer("MAX_FORM_PARTS", cls.max_form_parts, minimum=1),
@@ -180,7 +182,9 @@ class Settings:
             decode_memory_bytes=parser.integer(
                 "DECODE_MEMORY_BYTES", cls.decode_memory_bytes, minimum=MIN_DECODE_MEMORY_BYTES
             ),
-            decode_timeout_s=parser.number("DECODE_TIMEOUT_S", cls.decode_timeout_s, minimum=0.1),
+            decode_timeout_s=parser.number(
+                "DECODE_TIMEOUT_S", default_decode_timeout_s, minimum=0.001
+            ),
             request_header_timeout_s=parser.number(
                 "REQUEST_HEADER_TIMEOUT_S", cls.request_header_timeout_s, minimum=0.1
             ),

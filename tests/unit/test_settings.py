@@ -203,3 +203,11 @@ def test_model_cache_dir_defaults_per_user_and_can_be_turned_off() -> None:
     assert Settings.from_env({"MODEL_CACHE_DIR": "/models/ir"}).cache_dir == "/models/ir"
     assert Settings.from_env({"MODEL_CACHE_DIR": "off"}).cache_dir is None
     assert Settings().cache_dir is None  # built in code (tests): no cache unless asked
+
+
+def test_a_short_request_timeout_shortens_the_default_decode_timeout() -> None:
+    settings = Settings.from_env({"REQUEST_TIMEOUT_S": "2"})
+    assert settings.decode_timeout_s == 1.0
+    assert Settings.from_env({}).decode_timeout_s == 3.0
+    with pytest.raises(ConfigError, match="DECODE_TIMEOUT_S=3 must be less than"):
+        Settings.from_env({"REQUEST_TIMEOUT_S": "2", "DECODE_TIMEOUT_S": "3"})
