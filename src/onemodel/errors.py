@@ -95,6 +95,12 @@ class InvalidImageError(OneModelError):
     default_message = "the upload is not a decodable image"
 
 
+class ModelNotFoundError(OneModelError):
+    status = 404
+    code = "not_found"
+    default_message = "no such model"
+
+
 class PayloadTooLargeError(OneModelError):
     status = 413
     code = "payload_too_large"

@@ -14,6 +14,7 @@ from onemodel import errors
     [
         (errors.InvalidImageError, 400, "invalid_image"),
         (errors.InvalidRequestError, 400, "invalid_request"),
+        (errors.ModelNotFoundError, 404, "not_found"),
         (errors.PayloadTooLargeError, 413, "payload_too_large"),
         (errors.TooManyPixelsError, 413, "too_many_pixels"),
         (errors.UnsupportedMediaTypeError, 415, "unsupported_media_type"),

@@ -16,6 +16,7 @@ from onemodel import __version__
 from onemodel.errors import InferenceTimeoutError, ModelUnavailableError, OverloadedError
 from onemodel.settings import Settings
 from onemodel.web.app import create_app
+from tests.support import rest_spec
 from tests.support.fakes import CLASSES, HEIGHT, WIDTH, FakePredictor, expected_scores
 
 INFER = "/v2/models/fake/infer"
@@ -93,17 +94,27 @@ def _image_input(images: np.ndarray) -> dict[str, Any]:
 # Health and metadata.
 
 
-def test_live_and_ready(client: FlaskClient, predictor: FakePredictor) -> None:
-    assert client.get("/v2/health/live").status_code == 200
-    assert client.get("/v2/health/ready").status_code == 200
-    predictor.ready = False
-    response = client.get("/v2/health/ready")
-    _assert_protocol_error(response, 503, "loading")
+def _assert_not_ready(response: TestResponse, fragment: str, **body: Any) -> None:
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
     assert response.headers["Retry-After"] == "1"
+    # The protocol's ready body (false), and KServe's "error" saying why.
+    parsed = response.get_json()
+    assert parsed == {**body, "ready": False, "error": parsed["error"]}
+    assert fragment in parsed["error"]
+
+
+def test_live_and_ready(client: FlaskClient, predictor: FakePredictor) -> None:
+    for path, body in (("/v2/health/live", {"live": True}), ("/v2/health/ready", {"ready": True})):
+        response = client.get(path)
+        assert response.status_code == 200 and response.mimetype == "application/json"
+        assert response.get_json() == body
+    predictor.ready = False
+    _assert_not_ready(client.get("/v2/health/ready"), "loading")
     predictor.error = ModelUnavailableError("cannot reach the model server")
-    _assert_protocol_error(client.get("/v2/health/ready"), 503, "cannot reach")
+    _assert_not_ready(client.get("/v2/health/ready"), "cannot reach")
     # Liveness does not depend on the model server.
-    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/live").get_json() == {"live": True}
 
 
 def test_server_metadata(client: FlaskClient) -> None:
@@ -123,7 +134,7 @@ def test_model_metadata(client: FlaskClient, path: str) -> None:
     assert response.get_json() == {
         "name": "fake",
         "versions": ["1"],
-        "platform": "keras",
+        "platform": "tensorflow_keras",
         "inputs": [
             {"name": "image", "datatype": "UINT8", "shape": [-1, HEIGHT, WIDTH, 3]},
             {"name": "image_bytes", "datatype": "BYTES", "shape": [-1]},
@@ -134,9 +145,27 @@ def test_model_metadata(client: FlaskClient, path: str) -> None:
 
 @pytest.mark.parametrize("path", ["/v2/models/fake/ready", "/v2/models/fake/versions/1/ready"])
 def test_model_ready(client: FlaskClient, predictor: FakePredictor, path: str) -> None:
-    assert client.get(path).status_code == 200
+    response = client.get(path)
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    assert response.get_json() == {"name": "fake", "ready": True}
     predictor.ready = False
-    _assert_protocol_error(client.get(path), 503, "loading")
+    _assert_not_ready(client.get(path), "loading", name="fake")
+
+
+def test_rest_spec_walk(client: FlaskClient, predictor: FakePredictor) -> None:
+    """Every endpoint of the protocol's OpenAPI file: statuses, media types, body schemas."""
+
+    def send(method: str, path: str, body: bytes | None) -> rest_spec.Answer:
+        response = client.open(
+            path, method=method, data=body, content_type="application/json" if body else None
+        )
+        return rest_spec.Answer(response.status_code, response.mimetype, response.get_data())
+
+    infer_body = {"inputs": [_image_input(_pixels(30))]}
+    assert len(rest_spec.walk(send, "fake", "1", {**infer_body, "id": "walk"})) == 10
+    rest_spec.walk_errors(send, "fake", infer_body)
+    predictor.ready = False
+    rest_spec.walk_not_ready(send, "fake")
 
 
 @pytest.mark.parametrize(
