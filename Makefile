@@ -4,9 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+# The KServe SDK, a client the e2e tests drive, pins psutil, python-dateutil and protobuf
+# below this project's versions: it gets a virtualenv of its own, used only by
+# tests/support/kserve_probe.py (pinned in constraints-kserve.txt).
+KSERVE_VENV ?= .venv-kserve
+KSERVE_STAMP := $(KSERVE_VENV)/.installed
 ENGINE_UP := ../shared/container/engine-up
 
-.PHONY: help install serve test test-fast lint dist bench bench-quick precision soak fuzz docker constraints clean
+.PHONY: help install serve test test-fast lint dist bench bench-quick precision soak fuzz docker constraints clean kserve-venv grpc-stubs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -19,17 +24,28 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## create .venv and install the project with every extra
 
+$(KSERVE_STAMP): constraints-kserve.txt
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(KSERVE_VENV)/bin/python -m pip install --quiet -c constraints-kserve.txt kserve
+	touch $(KSERVE_STAMP)
+
+kserve-venv: $(KSERVE_STAMP)  ## create .venv-kserve: the KServe SDK for the e2e client tests
+
+grpc-stubs: $(STAMP)  ## regenerate the gRPC protobuf code from src/onemodel/grpc_server/*.proto
+	$(PY) scripts/generate_grpc_stubs.py
+
 serve: $(STAMP)  ## run the service on http://127.0.0.1:8000 (Gunicorn starts the model server)
 	@echo "onemodel: loading the model, then serving on http://$${HOST:-127.0.0.1}:$${PORT:-8000}"
 	@echo "  try: curl -F file=@photo.jpg http://127.0.0.1:$${PORT:-8000}/predict"
 	@echo "  offline? MODEL_WEIGHTS=random make serve (meaningless predictions, for demos)"
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: lint  ## lint, set up browser and container engine (if possible), run the whole suite
+test: lint $(KSERVE_STAMP)  ## lint, set up browser and container engine (if possible), run the whole suite
 	@bash scripts/test-setup.sh
 	@if [ -z "$${DOCKER_HOST:-}" ] && [ -S /var/tmp/container-engine/podman.sock ]; then \
 	  export DOCKER_HOST=unix:///var/tmp/container-engine/podman.sock; fi; \
-	  $(PY) -m pytest
+	  KSERVE_PYTHON=$(abspath $(KSERVE_VENV))/bin/python $(PY) -m pytest
 
 test-fast: $(STAMP)  ## unit and integration tests only (seconds)
 	$(PY) -m pytest tests/unit tests/integration
@@ -67,4 +83,4 @@ constraints: $(STAMP)  ## re-pin constraints.txt from the current .venv
 	$(PIP) freeze --exclude-editable | grep -v '^onemodel' > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean:  ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache tests/artifacts dist build
+	rm -rf $(VENV) $(KSERVE_VENV) .pytest_cache tests/artifacts dist build

@@ -131,6 +131,12 @@ class Settings:
     # metrics_require_key is False.
     api_keys: tuple[bytes, ...] = field(default=(), repr=False)
     metrics_require_key: bool = True
+    # gRPC (the Open Inference Protocol's GRPCInferenceService). None: off. When set, the
+    # Gunicorn master runs the gRPC server process on GRPC_HOST:GRPC_PORT (0: any free port).
+    grpc_port: int | None = None
+    grpc_host: str = "127.0.0.1"
+    grpc_threads: int = 16  # calls answered at once; each waits on one model call
+    grpc_graceful_timeout_s: float = 30.0  # on SIGTERM, time given to calls in flight
 
     @property
     def preprocess_mode(self) -> str:
@@ -196,6 +202,14 @@ class Settings:
             ),
             api_keys=read_api_keys(env),
             metrics_require_key=parser.flag("METRICS_REQUIRE_KEY", cls.metrics_require_key),
+            grpc_port=parser.port("GRPC_PORT"),
+            # The HTTP side's HOST by default: the container sets HOST=0.0.0.0 for both.
+            grpc_host=(env.get("GRPC_HOST", "").strip() or env.get("HOST", "").strip())
+            or cls.grpc_host,
+            grpc_threads=parser.integer("GRPC_THREADS", cls.grpc_threads, minimum=1),
+            grpc_graceful_timeout_s=parser.number(
+                "GRPC_GRACEFUL_TIMEOUT_S", cls.grpc_graceful_timeout_s, minimum=0.0
+            ),
         )
         return settings.validated()
 
@@ -354,6 +368,15 @@ class _EnvParser:
         if text in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{name}={text!r} is not a boolean (true/false, 1/0, yes/no, on/off)")
+
+    def port(self, name: str) -> int | None:
+        """Parse a TCP port (0 to 65535); unset or empty means None (off)."""
+        text = self._env.get(name, "").strip()
+        if not text:
+            return None
+        if not text.isdigit() or int(text) > 65535:
+            raise ConfigError(f"{name}={text!r} is not a TCP port (0 to 65535)")
+        return int(text)
 
     def number(self, name: str, default: float, minimum: float) -> float:
         text = self._env.get(name, "").strip()

@@ -104,7 +104,7 @@ def base_env(**extra: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("MODEL_", "MAX_", "WEB_", "GUNICORN_"))
+        if not key.startswith(("MODEL_", "MAX_", "WEB_", "GUNICORN_", "GRPC_"))
         and key not in ("PORT", "HOST", "REQUEST_TIMEOUT_S")
     }
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"

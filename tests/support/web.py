@@ -26,6 +26,8 @@ from tests.support.processes import (
 )
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
+# The master's children that are not Gunicorn workers.
+_HELPER_ROLES = ("onemodel.model_server", "onemodel.grpc_server")
 # One access-log line (gunicorn.conf.py's access_log_format).
 _ACCESS = re.compile(
     r'request="(?P<method>\S+) (?P<path>\S+) [^"]*" status=(?P<status>\d+) .*?'
@@ -52,7 +54,8 @@ class WebDeployment:
         self.gunicorn = gunicorn
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
-        # Every model server seen, so teardown can end one the master left behind.
+        # Every model server and gRPC server seen, so teardown can end one the master left
+        # behind (they run in sessions of their own).
         self._model_servers: dict[int, psutil.Process] = {}
 
     def url(self, path: str) -> str:
@@ -63,13 +66,21 @@ class WebDeployment:
         return {
             child.pid
             for child in psutil.Process(self.gunicorn.pid).children()
-            if "onemodel.model_server" not in " ".join(_cmdline(child))
+            if not any(role in " ".join(_cmdline(child)) for role in _HELPER_ROLES)
         }
 
     def model_server(self) -> psutil.Process | None:
         """Return the private model server the master runs now, if any."""
         for child in psutil.Process(self.gunicorn.pid).children():
             if "onemodel.model_server" in " ".join(_cmdline(child)):
+                self._model_servers[child.pid] = child
+                return child
+        return None
+
+    def grpc_server(self) -> psutil.Process | None:
+        """Return the gRPC server process the master runs now, if any."""
+        for child in psutil.Process(self.gunicorn.pid).children():
+            if "onemodel.grpc_server" in " ".join(_cmdline(child)):
                 self._model_servers[child.pid] = child
                 return child
         return None
@@ -150,6 +161,7 @@ def start_web(
                 f"{deployment.base_url}/healthz",
             )
         deployment.model_server()
+        deployment.grpc_server()
     except BaseException:
         deployment.stop()
         raise

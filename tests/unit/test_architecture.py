@@ -30,11 +30,20 @@ ALLOWED = {
     "onemodel.model_server": SHARED | {"onemodel.boundary"},
     # The master forgets dead workers' metric files through the web tier's metrics module.
     "onemodel.master": SHARED | {"onemodel.boundary", "onemodel.web.metrics"},
+    # The gRPC process reuses the web tier's pure protocol modules (no Flask in them).
+    "onemodel.grpc_server": SHARED
+    | {
+        "onemodel.boundary",
+        "onemodel.web.served_model",
+        "onemodel.web.tensors",
+        "onemodel.web.image_decoder",
+    },
 }
 FORBIDDEN_THIRD_PARTY = {
     "onemodel.boundary": ("flask", "werkzeug", "cv2", "prometheus_client", *ML_FRAMEWORKS),
     "onemodel.web": ML_FRAMEWORKS,
     "onemodel.master": ("flask", *ML_FRAMEWORKS),
+    "onemodel.grpc_server": ("flask", "werkzeug", *ML_FRAMEWORKS),
 }
 
 
@@ -96,6 +105,34 @@ def test_building_the_web_app_imports_no_ml_framework_and_no_model_server_module
         name
         for name in loaded
         if name.split(".")[0] in ML_FRAMEWORKS or name.startswith(("onemodel.model_server",))
+    ]
+    assert offending == []
+
+
+def test_building_the_grpc_server_imports_no_flask_no_ml_framework_no_model_server() -> None:
+    script = (
+        "import json, sys\n"
+        "from onemodel.settings import Settings\n"
+        "from onemodel.grpc_server.server import create_server\n"
+        "from tests.support.fakes import FakePredictor\n"
+        "from onemodel.web.image_decoder import create_decoder\n"
+        "settings = Settings(grpc_port=0)\n"
+        "decoder = create_decoder(settings)\n"
+        "server, port = create_server(settings, FakePredictor(), decoder)\n"
+        "server.stop(None)\n"
+        "decoder.close()\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded = json.loads(result.stdout)
+    assert "onemodel.grpc_server.service" in loaded  # the check saw the server being built
+    offending = [
+        name
+        for name in loaded
+        if name.split(".")[0] in (*ML_FRAMEWORKS, "flask", "werkzeug")
+        or name.startswith("onemodel.model_server")
     ]
     assert offending == []
 

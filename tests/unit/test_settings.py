@@ -58,6 +58,9 @@ def test_bad_address_names_the_variable(text: str) -> None:
         ("MODEL_PRECISION", "float16"),
         ("MODEL_ENGINE", "onnxruntime"),
         ("MODEL_LABELS", "/no/such/labels.txt"),
+        ("GRPC_PORT", "70000"),
+        ("GRPC_PORT", "grpc"),
+        ("GRPC_THREADS", "0"),
     ],
 )
 def test_bad_values_fail_loudly_naming_variable_and_value(name: str, value: str) -> None:
@@ -211,3 +214,12 @@ def test_a_short_request_timeout_shortens_the_default_decode_timeout() -> None:
     assert Settings.from_env({}).decode_timeout_s == 3.0
     with pytest.raises(ConfigError, match="DECODE_TIMEOUT_S=3 must be less than"):
         Settings.from_env({"REQUEST_TIMEOUT_S": "2", "DECODE_TIMEOUT_S": "3"})
+
+
+def test_grpc_is_off_unless_a_port_is_set() -> None:
+    assert Settings.from_env({}).grpc_port is None
+    assert Settings.from_env({"GRPC_PORT": " "}).grpc_port is None
+    settings = Settings.from_env({"GRPC_PORT": "8001", "HOST": "0.0.0.0"})
+    assert (settings.grpc_port, settings.grpc_host) == (8001, "0.0.0.0")
+    assert Settings.from_env({"GRPC_PORT": "8001", "GRPC_HOST": "::1"}).grpc_host == "::1"
+    assert Settings.from_env({"GRPC_PORT": "8001"}).grpc_host == "127.0.0.1"

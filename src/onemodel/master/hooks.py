@@ -1,4 +1,4 @@
-"""The Gunicorn master's hooks: start a private model server, forget dead workers, stop."""
+"""The Gunicorn master's hooks: start a private model server and the gRPC server, stop them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any
+from typing import Any, NoReturn
 
 from onemodel.errors import OneModelError
 from onemodel.memory import limit_malloc_arenas
@@ -16,16 +16,24 @@ from onemodel.settings import Settings
 # it (onemodel.web.metrics, .embedded) may be imported here before the directory is set.
 _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-_state: dict[str, Any] = {"embedded": None, "metrics_directory": None}
+_state: dict[str, Any] = {"embedded": None, "grpc": None, "metrics_directory": None}
+# Seconds the master waits for the gRPC server to listen before giving up on starting.
+_GRPC_START_TIMEOUT_S = 30.0
 
 
 def on_starting(server: Any) -> None:
-    """Start a private model server unless MODEL_SERVER_ADDRESS names an external one."""
+    """Start a private model server unless MODEL_SERVER_ADDRESS names an external one; then,
+    when GRPC_PORT is set, the gRPC server process."""
     limit_malloc_arenas()  # before any worker thread exists; workers inherit it
     _prepare_metrics_directory()
     if os.environ.get("MODEL_SERVER_ADDRESS", "").strip():
         server.log.info("using the model server at %s", os.environ["MODEL_SERVER_ADDRESS"])
-        return
+    else:
+        _start_embedded_model_server(server)
+    _start_grpc_server(server)
+
+
+def _start_embedded_model_server(server: Any) -> None:
     from onemodel.master.embedded import EmbeddedModelServer  # noqa: PLC0415 (see above)
 
     embedded = None
@@ -53,6 +61,50 @@ def on_starting(server: Any) -> None:
     embedded.supervise()
 
 
+def _start_grpc_server(server: Any) -> None:
+    """Start the gRPC server process when GRPC_PORT is set (after the model server)."""
+    from onemodel.master.grpc_process import GrpcProcess  # noqa: PLC0415 (see above)
+
+    try:
+        settings = Settings.from_env()
+    except OneModelError as error:
+        _fail(server, error.message)
+    if settings.grpc_port is None:
+        return
+    # The environment now names the model server (ours or the external one): the gRPC
+    # process is one more client of it.
+    grpc = GrpcProcess(settings.grpc_host, settings.grpc_port)
+    if grpc.is_listening():
+        _fail(server, f"GRPC_PORT={settings.grpc_port}: something already listens there")
+    _state["grpc"] = grpc
+    try:
+        grpc.start()
+        grpc.wait_listening(_GRPC_START_TIMEOUT_S)
+    except OneModelError as error:
+        _fail(server, error.message)
+    server.log.info("gRPC server listening on %s:%d", settings.grpc_host, settings.grpc_port)
+    grpc.supervise()
+
+
+def _fail(server: Any, message: str) -> NoReturn:
+    server.log.error("cannot start: %s", message)
+    _stop_helpers()
+    _remove_metrics_directory()
+    sys.exit(1)
+
+
+def _stop_helpers() -> None:
+    """Stop the gRPC server (it drains its calls), then the private model server."""
+    grpc = _state["grpc"]
+    if grpc is not None:
+        grpc.stop(Settings.from_env().grpc_graceful_timeout_s + 5.0)
+        _state["grpc"] = None
+    embedded = _state["embedded"]
+    if embedded is not None:
+        embedded.stop()
+        _state["embedded"] = None
+
+
 def child_exit(server: Any, worker: Any) -> None:
     """Forget a dead worker: its metric files are removed, its counts kept in the archive."""
     from onemodel.web.metrics import mark_worker_dead  # noqa: PLC0415 (see above)
@@ -61,11 +113,16 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    """Stop the private model server after the workers have stopped."""
-    embedded = _state["embedded"]
-    if embedded is not None:
+    """After the workers have stopped: stop the gRPC server (it drains), then the model server.
+
+    Gunicorn has no hook at the start of a shutdown, so gRPC calls keep being answered while
+    the HTTP workers drain, and are drained in turn here, before the model server stops.
+    """
+    if _state["grpc"] is not None:
+        server.log.info("stopping the gRPC server (it finishes the calls in flight)")
+    if _state["embedded"] is not None:
         server.log.info("stopping the model server")
-        embedded.stop()
+    _stop_helpers()
     _remove_metrics_directory()
 
 

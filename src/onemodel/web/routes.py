@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
@@ -57,7 +59,14 @@ def readyz() -> ResponseReturnValue:
     if not info.ready:
         reason = info.reason or "the model server is not ready"
         return jsonify(ready=False, reason=reason), 503, {"Retry-After": "1"}
-    return jsonify(info.public())
+    settings = runtime().settings
+    if settings.grpc_port is None:
+        return jsonify(info.public())
+    # GRPC_PORT is set: the gRPC server process (the master's) must be up too.
+    if not _listening(settings.grpc_host, settings.grpc_port):
+        reason = f"the gRPC server is not listening on port {settings.grpc_port}"
+        return jsonify(ready=False, reason=reason), 503, {"Retry-After": "1"}
+    return jsonify({**info.public(), "grpc_port": settings.grpc_port})
 
 
 @blueprint.get("/metrics")
@@ -69,3 +78,13 @@ def metrics() -> ResponseReturnValue:
     except OneModelError:
         model_server_text = model_server_up_text(False)
     return Response(current.metrics.render(model_server_text), content_type=CONTENT_TYPE)
+
+
+def _listening(host: str, port: int) -> bool:
+    """Return whether host:port accepts a TCP connection (0.0.0.0 and :: via loopback)."""
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    try:
+        with socket.create_connection((target, port), timeout=1.0):
+            return True
+    except OSError:
+        return False

@@ -233,6 +233,22 @@ def decode_binary(
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
+def decode_values(
+    values: Sequence[Any], datatype: str, shape: tuple[int, ...], name: str
+) -> np.ndarray:
+    """Turn typed values (gRPC's InferTensorContents) into an array of the given shape."""
+    count = math.prod(shape)
+    if len(values) != count:
+        raise InvalidRequestError(
+            f"input {name!r}: {len(values)} values; {datatype} shape {list(shape)} needs {count}"
+        )
+    if datatype == "BYTES":
+        array = np.empty(count, dtype=object)
+        array[:] = [bytes(value) for value in values]
+        return array.reshape(shape)
+    return _cast_numbers(np.asarray(values), datatype, name).reshape(shape)
+
+
 def decode_bytes_elements(data: bytes | memoryview, count: int, name: str) -> list[bytes]:
     """Split binary BYTES data: each element is a 4-byte little-endian length, then bytes."""
     view = memoryview(data)
@@ -275,7 +291,7 @@ def encode_infer_response(
             "shape": list(output.data.shape),
         }
         if output.binary:
-            blob = _tensor_bytes(output)
+            blob = encode_tensor(output.datatype, output.data)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -400,10 +416,11 @@ def _cast_numbers(array: np.ndarray, datatype: str, name: str) -> np.ndarray:
     return array.astype(dtype)
 
 
-def _tensor_bytes(output: OutputTensor) -> bytes:
-    if output.datatype == "BYTES":
-        return encode_bytes_elements(list(output.data.reshape(-1)))
-    return np.ascontiguousarray(output.data, dtype=DATATYPES[output.datatype]).tobytes()
+def encode_tensor(datatype: str, data: np.ndarray) -> bytes:
+    """Return a tensor's binary form: row major, little-endian; BYTES length-prefixed."""
+    if datatype == "BYTES":
+        return encode_bytes_elements(list(data.reshape(-1)))
+    return np.ascontiguousarray(data, dtype=DATATYPES[datatype]).tobytes()
 
 
 def _json_values(output: OutputTensor) -> list[Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 from typing import Any
 
 import cv2
@@ -201,6 +202,20 @@ def test_healthz_and_readyz(client: FlaskClient, predictor: FakePredictor) -> No
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["reason"] == "the model server is not running"
+
+
+def test_readyz_with_grpc_needs_the_grpc_port_listening(predictor: FakePredictor) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        client = create_app(Settings(grpc_port=port), predictor=predictor).test_client()
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.get_json()["reason"] == f"the gRPC server is not listening on port {port}"
+        listener.listen()
+        response = client.get("/readyz")
+        assert response.status_code == 200
+        assert response.get_json()["grpc_port"] == port
 
 
 def test_request_id_is_returned_and_kept_when_sane(client: FlaskClient) -> None:

@@ -19,8 +19,10 @@ from onemodel.web.tensors import (
     decode_bytes_elements,
     decode_json_data,
     decode_tensor,
+    decode_values,
     encode_bytes_elements,
     encode_infer_response,
+    encode_tensor,
     parse_infer_request,
     split_body,
 )
@@ -361,3 +363,14 @@ def test_a_header_length_of_anything_but_ascii_digits_is_refused(length: str) ->
     body = json.dumps(header).encode() + b"\0" * 40
     with pytest.raises(InvalidRequestError, match="is not a byte count"):
         parse_infer_request(body, length)
+
+
+def test_decode_values_casts_checks_and_reshapes() -> None:
+    array = decode_values([1, 2, 3, 4], "UINT16", (2, 2), "x")
+    assert array.dtype == np.dtype("<u2") and array.tolist() == [[1, 2], [3, 4]]
+    assert encode_tensor("UINT16", array) == np.arange(1, 5, dtype="<u2").tobytes()
+    assert decode_values([b"a", b"bc"], "BYTES", (2,), "x").tolist() == [b"a", b"bc"]
+    with pytest.raises(InvalidRequestError, match="between 0 and 65535"):
+        decode_values([70000], "UINT16", (1,), "x")
+    with pytest.raises(InvalidRequestError, match="3 values"):
+        decode_values([1, 2, 3], "INT32", (2, 2), "x")
