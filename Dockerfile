@@ -55,8 +55,10 @@ RUN pip install --no-cache-dir -c /tmp/install/constraints.txt \
     && rm -rf /tmp/dist /tmp/install \
     && onemodel --version
 
+# GRPC_PORT: the Open Inference Protocol over gRPC on 8001, as Triton (off outside the image).
 ENV HOST=0.0.0.0 \
     PORT=8000 \
+    GRPC_PORT=8001 \
     PYTHONUNBUFFERED=1 \
     TF_CPP_MIN_LOG_LEVEL=2
 
@@ -72,9 +74,10 @@ RUN if [ "$BAKE_WEIGHTS" = "1" ]; then \
         onemodel prepare vgg16 && ls -l /home/app/.keras/models; \
     fi
 
-EXPOSE 8000
+EXPOSE 8000 8001
 
-# Ready = a worker answers and the model server has loaded and warmed up the model. The
+# Ready = a worker answers, the model server has loaded and warmed up the model and, with
+# GRPC_PORT set, the gRPC server listens (/readyz checks all three). The
 # first start may download the weights (no BAKE_WEIGHTS): allow up to 10 minutes.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=600s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('PORT', '8000'), timeout=8)"

@@ -217,7 +217,8 @@ def test_workload_commands_and_images() -> None:
     assert (web_env["WEB_CONCURRENCY"], web_env["WEB_THREADS"]) == ("2", "8")
     assert get("Deployment", WEB)["spec"]["replicas"] == 2
     assert pod_spec(get("Deployment", MODEL_SERVER))["terminationGracePeriodSeconds"] == 30
-    assert pod_spec(get("Deployment", WEB))["terminationGracePeriodSeconds"] == 35
+    # HTTP drains (30 s), then gRPC (30 s), then a margin.
+    assert pod_spec(get("Deployment", WEB))["terminationGracePeriodSeconds"] == 65
 
 
 def test_web_and_model_server_share_the_authkey_secret() -> None:
@@ -263,10 +264,12 @@ def test_web_service_reaches_the_web_pods() -> None:
     service = get("Service", WEB)
     assert selects(service["spec"]["selector"], pod_labels(deployment))
     assert not selects(service["spec"]["selector"], pod_labels(get("Deployment", MODEL_SERVER)))
-    (port,) = service["spec"]["ports"]
+    http, grpc = service["spec"]["ports"]
     container = only_container(deployment)
-    assert port["port"] == 80
-    assert container_port(container, port["targetPort"]) == int(env_of(container)["PORT"])
+    assert http["port"] == 80
+    assert container_port(container, http["targetPort"]) == int(env_of(container)["PORT"])
+    assert grpc["port"] == 8001 and grpc["appProtocol"] == "kubernetes.io/h2c"
+    assert container_port(container, grpc["targetPort"]) == int(env_of(container)["GRPC_PORT"])
     # onemodel.master.config binds HOST:PORT and defaults HOST to loopback.
     assert env_of(container)["HOST"] == "0.0.0.0"
 
@@ -459,9 +462,14 @@ def test_compose_web_publishes_on_loopback_only() -> None:
     web = compose()["services"]["web"]
     ports = published_ports(web)
     assert ports, "web publishes no port"
-    for host_ip, _published, target in ports:
+    environment = compose_env(web)
+    assert {target for _, _, target in ports} == {
+        int(environment["PORT"]),
+        int(environment["GRPC_PORT"]),
+    } == {8000, 8001}
+    for host_ip, published, target in ports:
         assert host_ip == "127.0.0.1"
-        assert target == int(compose_env(web)["PORT"]) == 8000
+        assert published == target
     assert compose_env(web)["HOST"] == "0.0.0.0", "Gunicorn must listen beyond the container"
 
 
