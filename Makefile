@@ -11,7 +11,7 @@ KSERVE_VENV ?= .venv-kserve
 KSERVE_STAMP := $(KSERVE_VENV)/.installed
 ENGINE_UP := ../shared/container/engine-up
 
-.PHONY: help install serve test test-fast lint dist bench bench-quick precision soak fuzz docker constraints clean kserve-venv grpc-stubs
+.PHONY: help install serve test test-fast lint dist bench bench-quick precision soak fuzz docker constraints clean kserve-venv grpc-stubs bench-protocols
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -65,6 +65,9 @@ bench: $(STAMP)  ## full benchmark (~20 min): docs/benchmarks.md, bench/results/
 
 bench-quick: $(STAMP)  ## quick benchmark (< 3 min)
 	$(PY) bench/run.py --quick
+
+bench-protocols: $(STAMP)  ## gRPC beside HTTP at 1/8/16 clients, tiny model (~5 min): bench/results/protocols.json
+	$(PY) bench/protocols.py
 
 precision: $(STAMP)  ## float32 vs bfloat16 on 120 varied images (~3 min): bench/results/precision.json
 	$(PY) scripts/precision_accuracy.py

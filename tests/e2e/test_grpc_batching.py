@@ -129,4 +129,34 @@ def _safe_infer(client: Any, value: int) -> Any:
     try:
         return _grpc_infer(client, value, client_timeout=30)
     except Exception as error:  # the test reports what the client saw
-        return repr(error)
+        status = error.status() if hasattr(error, "status") else ""
+        return f"{type(error).__name__} {status}: {error}"
+
+
+def test_a_full_model_server_queue_is_resource_exhausted(tmp_path: Path) -> None:
+    import tritonclient.grpc as grpcclient  # noqa: PLC0415
+
+    key = new_authkey()
+    address = str(tmp_path / "model.sock")
+    fake = start_fake_model_server(
+        address, key, tmp_path / "fake.log", "--delay-s", "1.0", "--max-queue", "2"
+    )
+    grpc_port = free_port()
+    web = start_web(
+        tmp_path,
+        {"MODEL_SERVER_ADDRESS": address, "MODEL_SERVER_AUTHKEY": key, "GRPC_PORT": str(grpc_port)},
+    )
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(lambda value: _safe_infer(client, value), range(8)))
+        answered = [o for o in outcomes if isinstance(o, np.ndarray)]
+        refused = [o for o in outcomes if "RESOURCE_EXHAUSTED" in str(o)]
+        assert answered and refused, outcomes
+        assert len(answered) + len(refused) == 8, outcomes
+        text = requests.get(web.url("/metrics"), timeout=10).text
+        assert 'onemodel_grpc_requests_total{code="RESOURCE_EXHAUSTED",method="ModelInfer"}' in text
+    finally:
+        client.close()
+        web.stop()
+        fake.stop()

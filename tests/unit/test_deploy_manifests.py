@@ -463,10 +463,14 @@ def test_compose_web_publishes_on_loopback_only() -> None:
     ports = published_ports(web)
     assert ports, "web publishes no port"
     environment = compose_env(web)
-    assert {target for _, _, target in ports} == {
-        int(environment["PORT"]),
-        int(environment["GRPC_PORT"]),
-    } == {8000, 8001}
+    assert (
+        {target for _, _, target in ports}
+        == {
+            int(environment["PORT"]),
+            int(environment["GRPC_PORT"]),
+        }
+        == {8000, 8001}
+    )
     for host_ip, published, target in ports:
         assert host_ip == "127.0.0.1"
         assert published == target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -11,6 +12,7 @@ from types import FrameType
 from onemodel.boundary.client import ModelClient
 from onemodel.errors import ConfigError, OneModelError
 from onemodel.grpc_server.server import create_server
+from onemodel.grpc_server.service import ACCESS_LOGGER
 from onemodel.logconfig import configure_logging
 from onemodel.settings import Settings
 from onemodel.web.image_decoder import create_decoder
@@ -21,6 +23,9 @@ logger = logging.getLogger(__name__)
 def main() -> None:
     """Serve on GRPC_HOST:GRPC_PORT as a client of MODEL_SERVER_ADDRESS."""
     configure_logging()
+    # Gunicorn's convention (gunicorn.conf.py): ACCESS_LOG="" turns the access log off.
+    if os.environ.get("ACCESS_LOG", "-") == "":
+        logging.getLogger(ACCESS_LOGGER).disabled = True
     try:
         settings = Settings.from_env()
         if settings.grpc_port is None:

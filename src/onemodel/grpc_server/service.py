@@ -42,7 +42,8 @@ REQUEST_ID_KEY = "x-request-id"
 DEADLINE_MARGIN_S = 0.05
 
 logger = logging.getLogger(__name__)
-access_logger = logging.getLogger("onemodel.grpc.access")
+ACCESS_LOGGER = "onemodel.grpc.access"
+access_logger = logging.getLogger(ACCESS_LOGGER)
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
