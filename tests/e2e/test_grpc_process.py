@@ -1,8 +1,9 @@
-"""End to end: HTTP and gRPC requests are answered by one shared model call, and gRPC drains."""
+"""End to end: the gRPC process and a fake model server: batches shared with HTTP, drain, limits."""
 
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +13,13 @@ import numpy as np
 import pytest
 import requests
 
-from tests.support.processes import free_port, new_authkey, wait_until
+from tests.support.processes import (
+    base_env,
+    free_port,
+    new_authkey,
+    start_gunicorn,
+    wait_until,
+)
 from tests.support.web import start_fake_model_server, start_web
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -160,3 +167,21 @@ def test_a_full_model_server_queue_is_resource_exhausted(tmp_path: Path) -> None
         client.close()
         web.stop()
         fake.stop()
+
+
+def test_a_grpc_port_in_use_stops_the_start_with_a_clear_message(tmp_path: Path) -> None:
+    key = new_authkey()
+    address = str(tmp_path / "model.sock")
+    fake = start_fake_model_server(address, key, tmp_path / "fake.log")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        env = base_env(MODEL_SERVER_ADDRESS=address, MODEL_SERVER_AUTHKEY=key, GRPC_PORT=str(taken))
+        gunicorn = start_gunicorn(env, tmp_path / "gunicorn.log", free_port())
+        try:
+            assert gunicorn.process.wait(60) == 1
+            assert f"GRPC_PORT={taken}: something already listens there" in gunicorn.log()
+        finally:
+            gunicorn.stop()
+            fake.stop()
