@@ -92,6 +92,7 @@ if _ENGINES:
 _SERVE_FLAGS = (
     _Flag("--host", "HOST", "address to listen on (default 127.0.0.1)"),
     _Flag("--port", "PORT", "TCP port to listen on (default 8000)", type=_port),
+    _Flag("--grpc-port", "GRPC_PORT", "also serve the inference protocol over gRPC", type=_port),
     _Flag("--workers", "WEB_CONCURRENCY", "Gunicorn worker processes (default 2)", _integer(1)),
     _Flag("--threads", "WEB_THREADS", "threads per worker (default 8)", _integer(1)),
     *_MODEL_FLAGS,

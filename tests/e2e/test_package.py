@@ -146,6 +146,8 @@ def test_the_wheel_holds_the_package_its_data_and_the_command(wheel: Path) -> No
         "onemodel/web/static/index.html",
         "onemodel/web/static/app.js",
         "onemodel/web/static/style.css",
+        "onemodel/grpc_server/open_inference_grpc_pb2.py",
+        "onemodel/grpc_server/open_inference_grpc.proto",
     ):
         assert path in names, f"{path} missing from {wheel.name}"
     assert not [name for name in names if name.startswith(("tests/", "bench/"))]

@@ -17,7 +17,10 @@ def restored_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The commands write os.environ (that is how flags reach every process): undo it."""
     saved = dict(os.environ)
     for name in list(os.environ):
-        if name.startswith(("MODEL_", "MAX_", "WEB_", "GUNICORN_")) or name in ("HOST", "PORT"):
+        if name.startswith(("MODEL_", "MAX_", "WEB_", "GUNICORN_", "GRPC_")) or name in (
+            "HOST",
+            "PORT",
+        ):
             monkeypatch.delenv(name)
     yield
     os.environ.clear()
@@ -41,6 +44,8 @@ def test_serve_flags_set_the_variables_the_processes_read(
         "0.0.0.0",
         "--port",
         "9001",
+        "--grpc-port",
+        "9002",
         "--workers",
         "3",
         "--threads",
@@ -56,6 +61,7 @@ def test_serve_flags_set_the_variables_the_processes_read(
         "MODEL_PATH": str(model),  # absolute: the model server may run elsewhere
         "HOST": "0.0.0.0",
         "PORT": "9001",
+        "GRPC_PORT": "9002",
         "WEB_CONCURRENCY": "3",
         "WEB_THREADS": "4",
         "MODEL_PRECISION": "bfloat16",
