@@ -37,6 +37,7 @@ ALLOWED = {
         "onemodel.web.served_model",
         "onemodel.web.tensors",
         "onemodel.web.image_decoder",
+        "onemodel.web.credentials",
     },
 }
 FORBIDDEN_THIRD_PARTY = {

@@ -14,7 +14,12 @@ import grpc
 
 import onemodel
 from onemodel.boundary.contract import ModelBackend, ModelInfo
-from onemodel.errors import InferenceTimeoutError, ModelUnavailableError, OneModelError
+from onemodel.errors import (
+    InferenceTimeoutError,
+    ModelUnavailableError,
+    OneModelError,
+    UnauthorizedError,
+)
 from onemodel.grpc_server import open_inference_grpc_pb2 as pb
 from onemodel.grpc_server.messages import (
     infer_request_from,
@@ -24,6 +29,7 @@ from onemodel.grpc_server.messages import (
 from onemodel.grpc_server.metrics import GrpcMetrics
 from onemodel.grpc_server.status import status_code
 from onemodel.settings import Settings
+from onemodel.web.credentials import key_matches
 from onemodel.web.image_decoder import ImageDecoder
 from onemodel.web.served_model import (
     EXTENSIONS,
@@ -37,6 +43,8 @@ from onemodel.web.served_model import (
 )
 
 SERVICE_NAME = "inference.GRPCInferenceService"
+# Calls that need no API key (a liveness probe must not need a secret).
+OPEN_METHODS = frozenset({"ServerLive"})
 REQUEST_ID_KEY = "x-request-id"
 # Kept from the client's deadline for sending the answer back.
 DEADLINE_MARGIN_S = 0.05
@@ -146,6 +154,23 @@ class InferenceService:
             raise InferenceTimeoutError("the client's deadline passed before the prediction")
         return min(timeout_s, left)
 
+    def _authenticate(self, method: str, context: Any) -> None:
+        """With API_KEYS_FILE, every call but ServerLive needs ``authorization: Bearer <key>``.
+
+        The same keys and check as the web tier's; liveness stays open as /v2/health/live.
+        """
+        keys = self._settings.api_keys
+        if not keys or method in OPEN_METHODS:
+            return
+        presented = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization" and isinstance(value, str):
+                presented = value
+        if not key_matches(presented, keys):
+            raise UnauthorizedError(
+                "a valid API key is required: send the metadata authorization: Bearer <key>"
+            )
+
     def _ready_info(self) -> ModelInfo | None:
         try:
             info = self._backend.info()
@@ -165,6 +190,7 @@ class InferenceService:
             code = grpc.StatusCode.OK
             details = ""
             try:
+                self._authenticate(method, context)
                 return behaviour(request, context)
             except OneModelError as error:
                 code, details = status_code(error), error.message

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
-
 from flask import request
 
 from onemodel.errors import UnauthorizedError
+from onemodel.web.credentials import key_matches
 from onemodel.web.runtime import runtime
 
 # Probes stay open: a liveness check must not need a secret. /metrics is open or not per
@@ -14,21 +13,8 @@ from onemodel.web.runtime import runtime
 # predictions go to /predict, which needs the key).
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live"})
 _OPEN_BLUEPRINTS = frozenset({"page"})
-_SCHEME = "bearer"
 
-
-def key_matches(authorization: str | None, keys: tuple[bytes, ...]) -> bool:
-    """Return whether an Authorization header carries one of keys, in constant time.
-
-    Every key is compared (no early exit), each with hmac.compare_digest, so the time taken
-    says nothing about which key, or how much of one, matched.
-    """
-    scheme, _, credentials = (authorization or "").strip().partition(" ")
-    presented = credentials.strip().encode("latin-1", errors="replace")
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(presented, key)
-    return matched and scheme.lower() == _SCHEME and bool(presented)
+__all__ = ["OPEN_PATHS", "key_matches", "require_api_key"]
 
 
 def require_api_key() -> None:

@@ -303,3 +303,25 @@ def test_metrics_and_request_id(
         "method=ServerLive code=OK" in line and "request_id=req-42" in line for line in lines
     )
     assert any("method=ModelMetadata code=NOT_FOUND" in line for line in lines)
+
+
+def test_api_keys_guard_every_call_but_liveness(predictor: SlowPredictor) -> None:
+    settings = Settings(grpc_port=0, api_keys=(b"key-0123456789abcdef",))
+    decoder = create_decoder(settings.replace(decoder_processes=0))
+    server, port = create_server(settings, predictor, decoder)
+    server.start()
+    target = f"127.0.0.1:{port}"
+    try:
+        assert _call(target, "ServerLive", pb.ServerLiveRequest(), pb.ServerLiveResponse).live
+        request = pb.ModelMetadataRequest(name=MODEL)
+        for metadata in ((), (("authorization", "Bearer wrong-key-0123456789"),)):
+            with pytest.raises(grpc.RpcError) as caught:
+                _call(target, "ModelMetadata", request, pb.ModelMetadataResponse, metadata=metadata)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "key-0123456789abcdef" not in caught.value.details()
+        good = (("authorization", "Bearer key-0123456789abcdef"),)
+        answer = _call(target, "ModelMetadata", request, pb.ModelMetadataResponse, metadata=good)
+        assert answer.name == MODEL
+    finally:
+        server.stop(None).wait()
+        decoder.close()
