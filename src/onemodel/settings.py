@@ -14,6 +14,7 @@ from onemodel.errors import ConfigError
 PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
 PRECISIONS = ("float32", "bfloat16")
 ENGINES = ("auto", "openvino", "tensorflow")
+BALANCE_POLICIES = ("p2c", "round_robin", "fill")
 MIN_TCP_AUTHKEY_BYTES = 32
 MIN_DECODE_MEMORY_BYTES = 32 * 1024 * 1024
 MIN_API_KEY_CHARACTERS = 16
@@ -111,6 +112,8 @@ class Settings:
     model_server_resolve_s: float = 5.0
     model_server_probe_interval_s: float = 1.0
     model_server_probe_timeout_s: float = 2.0
+    # Pool (web tier): how a request picks a replica: p2c (default), round_robin or fill.
+    model_server_balance: str = "p2c"
     # Embedded mode: how many private model servers the Gunicorn master starts.
     model_server_replicas: int = 1
     # Model server: the longest a SIGTERM waits for queued and running predictions.
@@ -202,6 +205,7 @@ class Settings:
             model_server_probe_timeout_s=parser.number(
                 "MODEL_SERVER_PROBE_TIMEOUT_S", cls.model_server_probe_timeout_s, minimum=0.05
             ),
+            model_server_balance=env.get("MODEL_SERVER_BALANCE", "p2c").strip().lower() or "p2c",
             model_server_replicas=parser.integer(
                 "MODEL_SERVER_REPLICAS", cls.model_server_replicas, minimum=1
             ),
@@ -259,6 +263,11 @@ class Settings:
         if self.preprocess is not None and self.preprocess not in PREPROCESS_MODES:
             raise ConfigError(
                 f"MODEL_PREPROCESS={self.preprocess!r} is not one of {', '.join(PREPROCESS_MODES)}"
+            )
+        if self.model_server_balance not in BALANCE_POLICIES:
+            raise ConfigError(
+                f"MODEL_SERVER_BALANCE={self.model_server_balance!r} is not one of "
+                f"{', '.join(BALANCE_POLICIES)}"
             )
         if self.precision not in PRECISIONS:
             raise ConfigError(

@@ -270,3 +270,10 @@ def test_a_tcp_pool_needs_a_long_authkey() -> None:
     )
     with pytest.raises(ConfigError, match="at least 32"):
         settings.require_authkey()
+
+
+def test_balance_setting() -> None:
+    assert Settings.from_env({}).model_server_balance == "p2c"
+    assert Settings.from_env({"MODEL_SERVER_BALANCE": "Fill"}).model_server_balance == "fill"
+    with pytest.raises(ConfigError, match="MODEL_SERVER_BALANCE='spray'"):
+        Settings.from_env({"MODEL_SERVER_BALANCE": "spray"})

@@ -35,7 +35,7 @@ from onemodel.errors import (
     OneModelError,
     OverloadedError,
 )
-from onemodel.settings import Address
+from onemodel.settings import BALANCE_POLICIES, Address
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,11 @@ MAX_SLOT_LABELS = 32
 _PROBE_BACKOFF_INITIAL_S = 0.2
 # Kept short: while every replica is down, requests wait for a probe to see one come back.
 _PROBE_BACKOFF_MAX_S = 1.0
+# How a request picks among available replicas (MODEL_SERVER_BALANCE):
+#   p2c          the one with fewer requests outstanding of two picked at random
+#   round_robin  each in turn
+#   fill         the busiest one still below its batch limit (packs batches), else the least
+#                busy
 # States in which a probe (or the replica itself) said it cannot answer: not even tried.
 _DOWN_STATES = frozenset({"unreachable", "loading", "failed", "stopping"})
 
@@ -136,9 +141,14 @@ class ModelPool:
         on_attempt: AttemptHook | None = None,
         on_reconnect: Callable[[], None] | None = None,
         rng: random.Random | None = None,
+        balance: str = "p2c",
     ) -> None:
         if not targets:
             raise ValueError("a model pool needs at least one address")
+        if balance not in BALANCE_POLICIES:
+            raise ValueError(f"balance {balance!r} is not one of {', '.join(BALANCE_POLICIES)}")
+        self._balance = balance
+        self._turn = 0
         self._targets = tuple(targets)
         self._authkey = authkey
         self._resolve_interval_s = resolve_interval_s
@@ -292,6 +302,15 @@ class ModelPool:
                 return min(suspects, key=lambda r: r.failed_at, default=None)
             if len(available) == 1:
                 return available[0]
+            if self._balance == "round_robin":
+                self._turn += 1
+                return sorted(available, key=lambda r: r.slot)[self._turn % len(available)]
+            if self._balance == "fill":
+                filling = [r for r in available if r.outstanding < _batch_limit(r)]
+                if filling:
+                    busiest = max(r.outstanding for r in filling)
+                    return self._rng.choice([r for r in filling if r.outstanding == busiest])
+                return min(available, key=lambda r: r.outstanding)
             first, second = self._rng.sample(available, 2)
             return first if first.outstanding <= second.outstanding else second
 
@@ -480,6 +499,11 @@ class ModelPool:
         return ModelClient(
             address, self._authkey, info_timeout_s=info_timeout_s, on_reconnect=on_reconnect
         )
+
+
+def _batch_limit(replica: _Replica) -> int:
+    """Return the most images the replica batches at once (its MAX_BATCH_SIZE), 8 if unknown."""
+    return replica.info.max_batch_size if replica.info and replica.info.max_batch_size else 8
 
 
 def _lost_since(replica: _Replica, lost: int) -> Callable[[], bool]:

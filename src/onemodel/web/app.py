@@ -83,6 +83,7 @@ def _default_predictor(settings: Settings, metrics: WebMetrics) -> ModelPool:
         resolve_interval_s=settings.model_server_resolve_s,
         probe_interval_s=settings.model_server_probe_interval_s,
         probe_timeout_s=settings.model_server_probe_timeout_s,
+        balance=settings.model_server_balance,
         on_attempt=metrics.count_replica_attempt,
         on_reconnect=metrics.reconnects.inc,
     )

@@ -389,3 +389,26 @@ def test_label_exposition_keeps_families_together() -> None:
 def test_pool_needs_an_address() -> None:
     with pytest.raises(ValueError, match="at least one"):
         ModelPool([], b"k" * 32)
+
+
+def test_round_robin_takes_turns(make_pool: Callable[..., ModelPool]) -> None:
+    pool = make_pool(balance="round_robin")
+    answers = [_answered_by(pool) for _ in range(6)]
+    assert answers in ([0, 1] * 3, [1, 0] * 3)
+
+
+def test_fill_packs_the_busiest_replica_below_its_batch_limit(
+    make_pool: Callable[..., ModelPool],
+) -> None:
+    pool = make_pool(balance="fill")
+    replica_a = pool._replicas[ADDRESS_A]
+    replica_a.outstanding = 3
+    assert {_answered_by(pool) for _ in range(20)} == {0}
+    replica_a.outstanding = 8  # at the (default) limit of 8: spill to the other
+    assert {_answered_by(pool) for _ in range(20)} == {1}
+    replica_a.outstanding = 0
+
+
+def test_unknown_balance_is_refused() -> None:
+    with pytest.raises(ValueError, match="balance"):
+        ModelPool([ADDRESS_A], b"k" * 32, balance="random")
