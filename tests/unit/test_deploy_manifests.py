@@ -176,6 +176,8 @@ def test_expected_resources_exist() -> None:
         ("Service", WEB),
         ("HorizontalPodAutoscaler", WEB),
         ("PodDisruptionBudget", WEB),
+        ("HorizontalPodAutoscaler", MODEL_SERVER),
+        ("PodDisruptionBudget", MODEL_SERVER),
     }
 
 
@@ -271,12 +273,51 @@ def test_web_service_reaches_the_web_pods() -> None:
     assert env_of(container)["HOST"] == "0.0.0.0"
 
 
-def test_web_points_at_the_model_server_service() -> None:
+def test_web_points_at_every_model_server_through_dns() -> None:
     web_env = env_of(only_container(get("Deployment", WEB)))
-    host, port = split_address(web_env["MODEL_SERVER_ADDRESS"])
+    address = web_env["MODEL_SERVER_ADDRESS"]
+    # The pool form: resolved to every ready pod and re-resolved, so replicas join and leave.
+    assert address.startswith("dns:"), address
+    host, port = split_address(address.removeprefix("dns:"))
     service = get("Service", MODEL_SERVER)
     assert host == service["metadata"]["name"]
     assert port in [item["port"] for item in service["spec"]["ports"]]
+    assert 1 <= float(web_env["MODEL_SERVER_RESOLVE_S"]) <= 30
+
+
+def test_model_server_service_is_headless() -> None:
+    # A ClusterIP would balance connections; headless DNS lists every ready pod.
+    spec = get("Service", MODEL_SERVER)["spec"]
+    assert spec["clusterIP"] == "None"
+    assert not spec.get("publishNotReadyAddresses", False), "only ready pods get requests"
+
+
+def test_model_server_hpa_and_pdb() -> None:
+    hpa = get("HorizontalPodAutoscaler", MODEL_SERVER)
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    spec = hpa["spec"]
+    target = spec["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        "apps/v1",
+        "Deployment",
+        MODEL_SERVER,
+    )
+    assert 2 <= spec["minReplicas"] < spec["maxReplicas"]
+    (metric,) = spec["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    for container in all_containers(get("Deployment", MODEL_SERVER)):
+        assert "cpu" in container["resources"]["requests"]
+    assert get("Deployment", MODEL_SERVER)["spec"]["replicas"] == spec["minReplicas"]
+    pdb = get("PodDisruptionBudget", MODEL_SERVER)["spec"]
+    assert selects(pdb["selector"], pod_labels(get("Deployment", MODEL_SERVER)))
+    assert not selects(pdb["selector"], pod_labels(get("Deployment", WEB)))
+    assert pdb["minAvailable"] < spec["minReplicas"], "a drain must be able to proceed"
+
+
+def test_model_server_drains_within_its_grace_period() -> None:
+    deployment = get("Deployment", MODEL_SERVER)
+    drain_s = float(env_of(only_container(deployment))["MODEL_SERVER_DRAIN_TIMEOUT_S"])
+    assert 0 < drain_s < pod_spec(deployment)["terminationGracePeriodSeconds"]
 
 
 def test_network_policy_admits_only_web_to_the_model_server() -> None:
