@@ -29,6 +29,8 @@ IMAGE = "onemodel:latest"
 HEALTHCHECK = ["python", "-m", "onemodel.healthcheck"]
 
 Manifest = dict[str, Any]
+# docker-compose.yml: two replicas of the model server behind the web tier's pool.
+COMPOSE_MODEL_SERVERS = ("model-server-1", "model-server-2")
 
 
 # ---------------------------------------------------------------- helpers
@@ -463,18 +465,21 @@ def published_ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
 
 def test_compose_services_and_commands() -> None:
     services = compose()["services"]
-    assert set(services) == {"model-server", "web"}
-    server, web = services["model-server"], services["web"]
-    assert server["image"] == web["image"] == IMAGE
-    assert server["build"] in (".", {"context": "."}) or server["build"].get("context") == "."
-    assert compose_command(server) == ["onemodel", "model-server"]
+    assert set(services) == {*COMPOSE_MODEL_SERVERS, "web"}
+    web = services["web"]
+    for name in COMPOSE_MODEL_SERVERS:
+        server = services[name]
+        assert server["image"] == web["image"] == IMAGE
+        build = server["build"]
+        assert build in (".", {"context": "."}) or build.get("context") == "."
+        assert compose_command(server) == ["onemodel", "model-server"]
     assert compose_command(web) == ["onemodel", "serve"]
 
 
 def test_compose_authkey_secret_is_declared_and_used_by_both() -> None:
     document = compose()
     assert document["secrets"]["onemodel_authkey"] == {"file": "./secrets/authkey"}
-    for name in ("model-server", "web"):
+    for name in (*COMPOSE_MODEL_SERVERS, "web"):
         service = document["services"][name]
         paths = compose_secret_paths(service)
         assert "onemodel_authkey" in paths, f"{name} does not use the authkey secret"
@@ -484,16 +489,19 @@ def test_compose_authkey_secret_is_declared_and_used_by_both() -> None:
         assert "MODEL_SERVER_AUTHKEY" not in env
 
 
-def test_compose_model_server_is_healthchecked_and_private() -> None:
+@pytest.mark.parametrize("name", COMPOSE_MODEL_SERVERS)
+def test_compose_model_server_is_healthchecked_and_private(name: str) -> None:
     services = compose()["services"]
-    server = services["model-server"]
+    server = services[name]
     test = server["healthcheck"]["test"]
     command = test[1:] if test[0] in ("CMD", "CMD-SHELL") else test
     if test[0] == "CMD-SHELL":
         command = command[0].split()
     assert command == HEALTHCHECK
     assert not server.get("ports"), "the model server must not publish ports"
-    assert services["web"]["depends_on"]["model-server"]["condition"] == "service_healthy"
+    assert services["web"]["depends_on"][name]["condition"] == "service_healthy"
+    drain_s = float(compose_env(server)["MODEL_SERVER_DRAIN_TIMEOUT_S"])
+    assert drain_s < float(str(server["stop_grace_period"]).removesuffix("s"))
 
 
 def test_compose_web_publishes_on_loopback_only() -> None:
@@ -506,15 +514,16 @@ def test_compose_web_publishes_on_loopback_only() -> None:
     assert compose_env(web)["HOST"] == "0.0.0.0", "Gunicorn must listen beyond the container"
 
 
-def test_compose_web_points_at_the_model_server() -> None:
+def test_compose_web_pools_every_model_server() -> None:
     services = compose()["services"]
-    server_host, server_port = split_address(
-        compose_env(services["model-server"])["MODEL_SERVER_ADDRESS"]
-    )
-    web_host, web_port = split_address(compose_env(services["web"])["MODEL_SERVER_ADDRESS"])
-    assert server_host == "0.0.0.0"
-    assert web_host == "model-server" and web_host in services
-    assert web_port == server_port
+    pool = compose_env(services["web"])["MODEL_SERVER_ADDRESS"].split(",")
+    assert [split_address(item)[0] for item in pool] == list(COMPOSE_MODEL_SERVERS)
+    for name, item in zip(COMPOSE_MODEL_SERVERS, pool, strict=True):
+        server_host, server_port = split_address(
+            compose_env(services[name])["MODEL_SERVER_ADDRESS"]
+        )
+        assert server_host == "0.0.0.0"
+        assert split_address(item)[1] == server_port
 
 
 def test_secrets_directory_is_never_committed() -> None:
