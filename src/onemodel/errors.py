@@ -134,6 +134,13 @@ class ModelUnavailableError(_RetryableError):
     default_message = "the model server is not available"
 
 
+class ModelServerStoppingError(ModelUnavailableError):
+    """The model server is draining after SIGTERM: another replica (or a retry) will answer."""
+
+    code = "model_server_stopping"
+    default_message = "the model server is shutting down"
+
+
 class OverloadedError(_RetryableError):
     code = "overloaded"
     default_message = "the model server queue is full; retry later"

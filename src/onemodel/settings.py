@@ -14,6 +14,7 @@ from onemodel.errors import ConfigError
 PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
 PRECISIONS = ("float32", "bfloat16")
 ENGINES = ("auto", "openvino", "tensorflow")
+BALANCE_POLICIES = ("p2c", "round_robin", "fill")
 MIN_TCP_AUTHKEY_BYTES = 32
 MIN_DECODE_MEMORY_BYTES = 32 * 1024 * 1024
 MIN_API_KEY_CHARACTERS = 16
@@ -22,11 +23,16 @@ _MIN_REQUEST_BUFFER_BYTES = 32 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Address:
-    """A model-server address: a ``host:port`` TCP pair or a Unix socket path."""
+    """A model-server address: a ``host:port`` TCP pair or a Unix socket path.
+
+    With ``dns`` set, ``host`` is a name a pool resolves (again and again) to every address
+    it has, e.g. a Kubernetes headless Service: ``dns:onemodel-model-server:7000``.
+    """
 
     host: str | None = None
     port: int | None = None
     path: str | None = None
+    dns: bool = False
 
     @property
     def is_tcp(self) -> bool:
@@ -45,30 +51,50 @@ class Address:
 
     def for_multiprocessing(self) -> tuple[str, int] | str:
         """Return the address in the form ``multiprocessing.connection`` expects."""
+        if self.dns:
+            raise ConfigError(f"{self} is a DNS name: resolve it to addresses first")
         if self.path is not None:
             return self.path
         return (str(self.host), int(self.port or 0))
 
     def __str__(self) -> str:
-        return self.path if self.path is not None else f"{self.host}:{self.port}"
+        if self.path is not None:
+            return self.path
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"{'dns:' if self.dns else ''}{host}:{self.port}"
 
 
 def parse_address(text: str, name: str = "MODEL_SERVER_ADDRESS") -> Address:
-    """Parse ``host:port`` (TCP) or a filesystem path (Unix socket)."""
+    """Parse ``host:port`` (TCP), a filesystem path (Unix socket) or ``dns:host:port``."""
     text = text.strip()
     if not text:
         raise ConfigError(f"{name} is empty")
     if "/" in text or text.startswith("unix:"):
         path = text.removeprefix("unix:")
         return Address(path=path)
-    host, sep, port_text = text.rpartition(":")
+    dns = text.startswith("dns:")
+    host, sep, port_text = text.removeprefix("dns:").rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError(
-            f"{name}={text!r} is neither host:port (e.g. 127.0.0.1:7000) "
-            "nor a Unix socket path (e.g. /run/onemodel/model.sock)"
+            f"{name}={text!r} is neither host:port (e.g. 127.0.0.1:7000), "
+            "a Unix socket path (e.g. /run/onemodel/model.sock) "
+            "nor dns:name:port (e.g. dns:onemodel-model-server:7000)"
         )
-    return Address(host=host, port=int(port_text))
+    return Address(host=host, port=int(port_text), dns=dns)
+
+
+def parse_pool(text: str, name: str = "MODEL_SERVER_ADDRESS") -> tuple[Address, ...]:
+    """Parse a comma-separated list of addresses (see parse_address); duplicates are errors."""
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise ConfigError(f"{name} is empty")
+    if not all(items):
+        raise ConfigError(f"{name}={text!r} has an empty entry between commas")
+    addresses = tuple(parse_address(item, name) for item in items)
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError(f"{name}={text!r} names an address twice")
+    return addresses
 
 
 @dataclass(frozen=True)
@@ -77,7 +103,21 @@ class Settings:
 
     # Where the model server listens (server) or is reached (web workers). None in the web
     # tier means: the Gunicorn master starts a private model server on a Unix socket.
+    # A list (or a dns: name) is a pool for the web tier; a model server listens on one.
     model_server_address: Address | None = None
+    model_server_pool: tuple[Address, ...] = ()
+    # Pool (web tier): seconds between DNS look-ups of dns: entries, between health probes
+    # of each replica, and the longest a probe waits (a partitioned replica is abandoned
+    # after at most probe interval + probe timeout).
+    model_server_resolve_s: float = 5.0
+    model_server_probe_interval_s: float = 1.0
+    model_server_probe_timeout_s: float = 2.0
+    # Pool (web tier): how a request picks a replica: p2c (default), round_robin or fill.
+    model_server_balance: str = "p2c"
+    # Embedded mode: how many private model servers the Gunicorn master starts.
+    model_server_replicas: int = 1
+    # Model server: the longest a SIGTERM waits for queued and running predictions.
+    model_server_drain_timeout_s: float = 25.0
     # Shared secret of the manager protocol. Never logged, never in argv.
     authkey: bytes | None = field(default=None, repr=False)
     # Model server: which model, weights, labels and preprocessing.
@@ -161,8 +201,27 @@ class Settings:
         request_timeout_s = parser.number("REQUEST_TIMEOUT_S", cls.request_timeout_s, minimum=0.001)
         # Unset, a decode gets 3 s, or half the request's time when that is shorter.
         default_decode_timeout_s = min(cls.decode_timeout_s, request_timeout_s / 2)
+        pool = parse_pool(address_text) if address_text else ()
+        single = len(pool) == 1 and not pool[0].dns
         settings = cls(
-            model_server_address=parse_address(address_text) if address_text else None,
+            model_server_address=pool[0] if single else None,
+            model_server_pool=pool,
+            model_server_resolve_s=parser.number(
+                "MODEL_SERVER_RESOLVE_S", cls.model_server_resolve_s, minimum=0.1
+            ),
+            model_server_probe_interval_s=parser.number(
+                "MODEL_SERVER_PROBE_INTERVAL_S", cls.model_server_probe_interval_s, minimum=0.05
+            ),
+            model_server_probe_timeout_s=parser.number(
+                "MODEL_SERVER_PROBE_TIMEOUT_S", cls.model_server_probe_timeout_s, minimum=0.05
+            ),
+            model_server_balance=env.get("MODEL_SERVER_BALANCE", "p2c").strip().lower() or "p2c",
+            model_server_replicas=parser.integer(
+                "MODEL_SERVER_REPLICAS", cls.model_server_replicas, minimum=1
+            ),
+            model_server_drain_timeout_s=parser.number(
+                "MODEL_SERVER_DRAIN_TIMEOUT_S", cls.model_server_drain_timeout_s, minimum=0.0
+            ),
             authkey=read_authkey(env),
             model_path=env.get("MODEL_PATH", "vgg16").strip() or "vgg16",
             weights=env.get("MODEL_WEIGHTS", "imagenet").strip() or "imagenet",
@@ -223,6 +282,11 @@ class Settings:
             raise ConfigError(
                 f"MODEL_PREPROCESS={self.preprocess!r} is not one of {', '.join(PREPROCESS_MODES)}"
             )
+        if self.model_server_balance not in BALANCE_POLICIES:
+            raise ConfigError(
+                f"MODEL_SERVER_BALANCE={self.model_server_balance!r} is not one of "
+                f"{', '.join(BALANCE_POLICIES)}"
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"MODEL_PRECISION={self.precision!r} is not one of {', '.join(PRECISIONS)}"
@@ -261,7 +325,9 @@ class Settings:
                 "no authkey: set MODEL_SERVER_AUTHKEY or MODEL_SERVER_AUTHKEY_FILE "
                 '(generate one with: python -c "import secrets; print(secrets.token_hex(32))")'
             )
-        if address is not None and address.is_tcp and len(self.authkey) < MIN_TCP_AUTHKEY_BYTES:
+        addresses = (*self.model_server_pool, *((address,) if address is not None else ()))
+        tcp = any(item.is_tcp for item in addresses)
+        if tcp and len(self.authkey) < MIN_TCP_AUTHKEY_BYTES:
             raise ConfigError(
                 f"the authkey is {len(self.authkey)} bytes; a TCP model server needs at least "
                 f"{MIN_TCP_AUTHKEY_BYTES} (generate one with: "

@@ -1,12 +1,14 @@
 """A real manager server (ModelService + Batcher) around a NumPy fake model: no TensorFlow.
 
 Run: python fake_model_server.py ADDRESS [--height H --width W --classes N --delay-s S]
-with the authkey in MODEL_SERVER_AUTHKEY. It serves until SIGTERM.
+with the authkey in MODEL_SERVER_AUTHKEY. It serves until SIGTERM, then drains like the
+real one (every accepted prediction answered) and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import threading
@@ -16,6 +18,7 @@ import numpy as np
 
 from onemodel.boundary.contract import ModelInfo
 from onemodel.boundary.server import create_server
+from onemodel.logconfig import configure_logging
 from onemodel.model_server.batcher import Batcher
 from onemodel.model_server.service import ModelService
 from onemodel.settings import parse_address
@@ -30,7 +33,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--delay-s", type=float, default=0.0)
     parser.add_argument("--max-queue", type=int, default=64)
+    parser.add_argument("--drain-timeout-s", type=float, default=25.0)
     args = parser.parse_args()
+    configure_logging()
     calls: list[int] = []
     # The mean pixel value of each image of each call: tests tell requests apart by it.
     call_means: list[list[int]] = []
@@ -69,7 +74,10 @@ def main() -> None:
     )
     print("ready", flush=True)
     stop.wait()
-    batcher.stop()
+    if service.drain(args.drain_timeout_s):
+        logging.getLogger("fake_model_server").info(
+            "stopping: every accepted prediction was answered"
+        )
 
 
 if __name__ == "__main__":

@@ -85,6 +85,18 @@ class WebDeployment:
                 return child
         return None
 
+    def model_servers(self) -> dict[str, psutil.Process]:
+        """Return the private model servers the master runs now, by their socket address."""
+        found = {}
+        for child in psutil.Process(self.gunicorn.pid).children():
+            if "onemodel.model_server" in " ".join(_cmdline(child)):
+                self._model_servers[child.pid] = child
+                try:
+                    found[child.environ()["MODEL_SERVER_ADDRESS"]] = child
+                except (psutil.Error, KeyError):
+                    continue
+        return found
+
     def readyz(self) -> dict[str, Any]:
         """Return /readyz's JSON (asserting 200)."""
         response = requests.get(self.url("/readyz"), timeout=10)

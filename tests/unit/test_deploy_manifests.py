@@ -29,6 +29,8 @@ IMAGE = "onemodel:latest"
 HEALTHCHECK = ["python", "-m", "onemodel.healthcheck"]
 
 Manifest = dict[str, Any]
+# docker-compose.yml: two replicas of the model server behind the web tier's pool.
+COMPOSE_MODEL_SERVERS = ("model-server-1", "model-server-2")
 
 
 # ---------------------------------------------------------------- helpers
@@ -176,6 +178,8 @@ def test_expected_resources_exist() -> None:
         ("Service", WEB),
         ("HorizontalPodAutoscaler", WEB),
         ("PodDisruptionBudget", WEB),
+        ("HorizontalPodAutoscaler", MODEL_SERVER),
+        ("PodDisruptionBudget", MODEL_SERVER),
     }
 
 
@@ -274,12 +278,51 @@ def test_web_service_reaches_the_web_pods() -> None:
     assert env_of(container)["HOST"] == "0.0.0.0"
 
 
-def test_web_points_at_the_model_server_service() -> None:
+def test_web_points_at_every_model_server_through_dns() -> None:
     web_env = env_of(only_container(get("Deployment", WEB)))
-    host, port = split_address(web_env["MODEL_SERVER_ADDRESS"])
+    address = web_env["MODEL_SERVER_ADDRESS"]
+    # The pool form: resolved to every ready pod and re-resolved, so replicas join and leave.
+    assert address.startswith("dns:"), address
+    host, port = split_address(address.removeprefix("dns:"))
     service = get("Service", MODEL_SERVER)
     assert host == service["metadata"]["name"]
     assert port in [item["port"] for item in service["spec"]["ports"]]
+    assert 1 <= float(web_env["MODEL_SERVER_RESOLVE_S"]) <= 30
+
+
+def test_model_server_service_is_headless() -> None:
+    # A ClusterIP would balance connections; headless DNS lists every ready pod.
+    spec = get("Service", MODEL_SERVER)["spec"]
+    assert spec["clusterIP"] == "None"
+    assert not spec.get("publishNotReadyAddresses", False), "only ready pods get requests"
+
+
+def test_model_server_hpa_and_pdb() -> None:
+    hpa = get("HorizontalPodAutoscaler", MODEL_SERVER)
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    spec = hpa["spec"]
+    target = spec["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == (
+        "apps/v1",
+        "Deployment",
+        MODEL_SERVER,
+    )
+    assert 2 <= spec["minReplicas"] < spec["maxReplicas"]
+    (metric,) = spec["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    for container in all_containers(get("Deployment", MODEL_SERVER)):
+        assert "cpu" in container["resources"]["requests"]
+    assert get("Deployment", MODEL_SERVER)["spec"]["replicas"] == spec["minReplicas"]
+    pdb = get("PodDisruptionBudget", MODEL_SERVER)["spec"]
+    assert selects(pdb["selector"], pod_labels(get("Deployment", MODEL_SERVER)))
+    assert not selects(pdb["selector"], pod_labels(get("Deployment", WEB)))
+    assert pdb["minAvailable"] < spec["minReplicas"], "a drain must be able to proceed"
+
+
+def test_model_server_drains_within_its_grace_period() -> None:
+    deployment = get("Deployment", MODEL_SERVER)
+    drain_s = float(env_of(only_container(deployment))["MODEL_SERVER_DRAIN_TIMEOUT_S"])
+    assert 0 < drain_s < pod_spec(deployment)["terminationGracePeriodSeconds"]
 
 
 def test_network_policy_admits_only_web_to_the_model_server() -> None:
@@ -425,18 +468,21 @@ def published_ports(service: dict[str, Any]) -> list[tuple[str, int, int]]:
 
 def test_compose_services_and_commands() -> None:
     services = compose()["services"]
-    assert set(services) == {"model-server", "web"}
-    server, web = services["model-server"], services["web"]
-    assert server["image"] == web["image"] == IMAGE
-    assert server["build"] in (".", {"context": "."}) or server["build"].get("context") == "."
-    assert compose_command(server) == ["onemodel", "model-server"]
+    assert set(services) == {*COMPOSE_MODEL_SERVERS, "web"}
+    web = services["web"]
+    for name in COMPOSE_MODEL_SERVERS:
+        server = services[name]
+        assert server["image"] == web["image"] == IMAGE
+        build = server["build"]
+        assert build in (".", {"context": "."}) or build.get("context") == "."
+        assert compose_command(server) == ["onemodel", "model-server"]
     assert compose_command(web) == ["onemodel", "serve"]
 
 
 def test_compose_authkey_secret_is_declared_and_used_by_both() -> None:
     document = compose()
     assert document["secrets"]["onemodel_authkey"] == {"file": "./secrets/authkey"}
-    for name in ("model-server", "web"):
+    for name in (*COMPOSE_MODEL_SERVERS, "web"):
         service = document["services"][name]
         paths = compose_secret_paths(service)
         assert "onemodel_authkey" in paths, f"{name} does not use the authkey secret"
@@ -446,16 +492,19 @@ def test_compose_authkey_secret_is_declared_and_used_by_both() -> None:
         assert "MODEL_SERVER_AUTHKEY" not in env
 
 
-def test_compose_model_server_is_healthchecked_and_private() -> None:
+@pytest.mark.parametrize("name", COMPOSE_MODEL_SERVERS)
+def test_compose_model_server_is_healthchecked_and_private(name: str) -> None:
     services = compose()["services"]
-    server = services["model-server"]
+    server = services[name]
     test = server["healthcheck"]["test"]
     command = test[1:] if test[0] in ("CMD", "CMD-SHELL") else test
     if test[0] == "CMD-SHELL":
         command = command[0].split()
     assert command == HEALTHCHECK
     assert not server.get("ports"), "the model server must not publish ports"
-    assert services["web"]["depends_on"]["model-server"]["condition"] == "service_healthy"
+    assert services["web"]["depends_on"][name]["condition"] == "service_healthy"
+    drain_s = float(compose_env(server)["MODEL_SERVER_DRAIN_TIMEOUT_S"])
+    assert drain_s < float(str(server["stop_grace_period"]).removesuffix("s"))
 
 
 def test_compose_web_publishes_on_loopback_only() -> None:
@@ -477,15 +526,16 @@ def test_compose_web_publishes_on_loopback_only() -> None:
     assert compose_env(web)["HOST"] == "0.0.0.0", "Gunicorn must listen beyond the container"
 
 
-def test_compose_web_points_at_the_model_server() -> None:
+def test_compose_web_pools_every_model_server() -> None:
     services = compose()["services"]
-    server_host, server_port = split_address(
-        compose_env(services["model-server"])["MODEL_SERVER_ADDRESS"]
-    )
-    web_host, web_port = split_address(compose_env(services["web"])["MODEL_SERVER_ADDRESS"])
-    assert server_host == "0.0.0.0"
-    assert web_host == "model-server" and web_host in services
-    assert web_port == server_port
+    pool = compose_env(services["web"])["MODEL_SERVER_ADDRESS"].split(",")
+    assert [split_address(item)[0] for item in pool] == list(COMPOSE_MODEL_SERVERS)
+    for name, item in zip(COMPOSE_MODEL_SERVERS, pool, strict=True):
+        server_host, server_port = split_address(
+            compose_env(services[name])["MODEL_SERVER_ADDRESS"]
+        )
+        assert server_host == "0.0.0.0"
+        assert split_address(item)[1] == server_port
 
 
 def test_secrets_directory_is_never_committed() -> None:

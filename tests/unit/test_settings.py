@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from onemodel.errors import ConfigError
-from onemodel.settings import Settings, parse_address
+from onemodel.settings import Address, Settings, parse_address, parse_pool
 
 
 def test_defaults() -> None:
@@ -223,3 +223,77 @@ def test_grpc_is_off_unless_a_port_is_set() -> None:
     assert (settings.grpc_port, settings.grpc_host) == (8001, "0.0.0.0")
     assert Settings.from_env({"GRPC_PORT": "8001", "GRPC_HOST": "::1"}).grpc_host == "::1"
     assert Settings.from_env({"GRPC_PORT": "8001"}).grpc_host == "127.0.0.1"
+
+
+def test_one_address_is_a_pool_of_one_and_the_listen_address() -> None:
+    settings = Settings.from_env({"MODEL_SERVER_ADDRESS": "127.0.0.1:7000"})
+    assert settings.model_server_address == Address(host="127.0.0.1", port=7000)
+    assert settings.model_server_pool == (Address(host="127.0.0.1", port=7000),)
+
+
+def test_a_list_and_a_dns_name_make_a_pool_without_a_listen_address() -> None:
+    settings = Settings.from_env(
+        {"MODEL_SERVER_ADDRESS": "10.0.0.1:7000, /run/m.sock,dns:onemodel-model-server:7000"}
+    )
+    assert settings.model_server_address is None
+    assert settings.model_server_pool == (
+        Address(host="10.0.0.1", port=7000),
+        Address(path="/run/m.sock"),
+        Address(host="onemodel-model-server", port=7000, dns=True),
+    )
+    assert [str(address) for address in settings.model_server_pool] == [
+        "10.0.0.1:7000",
+        "/run/m.sock",
+        "dns:onemodel-model-server:7000",
+    ]
+    dns_only = Settings.from_env({"MODEL_SERVER_ADDRESS": "dns:model:7000"})
+    assert dns_only.model_server_address is None and dns_only.model_server_pool[0].dns
+
+
+@pytest.mark.parametrize(
+    "text", ["a:1,,b:2", "a:1,a:1", ",", "dns:nameonly", "dns:host:0", "a:1,b"]
+)
+def test_bad_pools_fail_loudly(text: str) -> None:
+    with pytest.raises(ConfigError, match="MODEL_SERVER_ADDRESS"):
+        parse_pool(text)
+
+
+def test_a_dns_name_is_not_a_socket_address() -> None:
+    with pytest.raises(ConfigError, match="resolve"):
+        parse_address("dns:model:7000").for_multiprocessing()
+
+
+def test_pool_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "MODEL_SERVER_RESOLVE_S": "2.5",
+            "MODEL_SERVER_PROBE_INTERVAL_S": "0.5",
+            "MODEL_SERVER_PROBE_TIMEOUT_S": "1",
+            "MODEL_SERVER_REPLICAS": "3",
+            "MODEL_SERVER_DRAIN_TIMEOUT_S": "10",
+        }
+    )
+    assert (
+        settings.model_server_resolve_s,
+        settings.model_server_probe_interval_s,
+        settings.model_server_probe_timeout_s,
+        settings.model_server_replicas,
+        settings.model_server_drain_timeout_s,
+    ) == (2.5, 0.5, 1.0, 3, 10.0)
+    with pytest.raises(ConfigError, match="MODEL_SERVER_REPLICAS='0'"):
+        Settings.from_env({"MODEL_SERVER_REPLICAS": "0"})
+
+
+def test_a_tcp_pool_needs_a_long_authkey() -> None:
+    settings = Settings.from_env(
+        {"MODEL_SERVER_ADDRESS": "/run/a.sock,10.0.0.1:7000", "MODEL_SERVER_AUTHKEY": "short"}
+    )
+    with pytest.raises(ConfigError, match="at least 32"):
+        settings.require_authkey()
+
+
+def test_balance_setting() -> None:
+    assert Settings.from_env({}).model_server_balance == "p2c"
+    assert Settings.from_env({"MODEL_SERVER_BALANCE": "Fill"}).model_server_balance == "fill"
+    with pytest.raises(ConfigError, match="MODEL_SERVER_BALANCE='spray'"):
+        Settings.from_env({"MODEL_SERVER_BALANCE": "spray"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing import AuthenticationError, managers
 from typing import Any
@@ -20,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 # Extra time the client waits beyond a prediction's own timeout, so the server's 504 wins.
 REPLY_GRACE_S = 1.0
+# How often a waiting call asks whether its caller gave up on the server (see abandon).
+ABANDON_POLL_S = 0.2
 
 
 class ModelProxy(managers.BaseProxy):
@@ -27,8 +30,19 @@ class ModelProxy(managers.BaseProxy):
 
     _exposed_ = EXPOSED_METHODS
 
-    def call(self, method: str, args: tuple[Any, ...], timeout_s: float) -> Any:
-        """Call a method on the shared service, waiting at most timeout_s for the reply."""
+    def call(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        timeout_s: float,
+        abandon: Callable[[], bool] | None = None,
+    ) -> Any:
+        """Call a method on the shared service, waiting at most timeout_s for the reply.
+
+        While waiting, abandon() (if given) is asked every ABANDON_POLL_S; when it returns
+        True the call gives up at once with ModelUnavailableError (a pool that learnt the
+        server is unreachable retries elsewhere instead of waiting out the timeout).
+        """
         # BaseProxy keeps one connection per thread in self._tls (stdlib internals, untyped).
         tls: Any = self._tls  # type: ignore[attr-defined]
         try:
@@ -38,7 +52,7 @@ class ModelProxy(managers.BaseProxy):
             conn = tls.connection
         try:
             conn.send((self._id, method, args, {}))  # type: ignore[attr-defined]
-            answered = conn.poll(timeout_s)
+            answered = _wait_for_reply(conn, timeout_s, abandon)
             if answered:
                 kind, result = conn.recv()
         except BaseException:
@@ -50,6 +64,8 @@ class ModelProxy(managers.BaseProxy):
             # A late reply would desynchronise this connection: drop it, reconnect next time.
             del tls.connection
             conn.close()
+            if answered is None:
+                raise ModelUnavailableError("the model server stopped answering its health probe")
             raise InferenceTimeoutError(f"the model server did not answer within {timeout_s:g} s")
         if kind == "#RETURN":
             return result
@@ -80,9 +96,14 @@ class ModelClient:
         self._spec: tuple[int, ModelInfo] | None = None
         self.reconnects = 0
 
-    def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
-        """Return class scores for RGB uint8 images (N, H, W, 3)."""
-        result = self._call("predict", (images, timeout_s), timeout_s + REPLY_GRACE_S)
+    def predict(
+        self, images: np.ndarray, timeout_s: float, abandon: Callable[[], bool] | None = None
+    ) -> np.ndarray:
+        """Return class scores for RGB uint8 images (N, H, W, 3).
+
+        abandon: asked while waiting; True gives up with ModelUnavailableError (see pool).
+        """
+        result = self._call("predict", (images, timeout_s), timeout_s + REPLY_GRACE_S, abandon)
         return np.asarray(result)
 
     def info(self) -> ModelInfo:
@@ -114,13 +135,19 @@ class ModelClient:
             self._proxy = None
             self._generation += 1
 
-    def _call(self, method: str, args: tuple[Any, ...], timeout_s: float) -> Any:
+    def _call(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        timeout_s: float,
+        abandon: Callable[[], bool] | None = None,
+    ) -> Any:
         # Every exposed method is free of side effects, so a call that met a dead connection
         # is tried once more on a fresh one: a restarted model server loses no request.
         for attempt in (1, 2):
             proxy, generation = self._connected_proxy()
             try:
-                return proxy.call(method, args, timeout_s)
+                return proxy.call(method, args, timeout_s, abandon)
             except OneModelError:
                 raise
             except (TimeoutError, BlockingIOError) as error:
@@ -171,6 +198,21 @@ class ModelClient:
         with self._lock:
             if self._generation == generation:
                 self._proxy = None
+
+
+def _wait_for_reply(conn: Any, timeout_s: float, abandon: Callable[[], bool] | None) -> bool | None:
+    """Wait for a reply: True when it came, False on timeout, None when abandoned."""
+    if abandon is None:
+        return bool(conn.poll(timeout_s))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if conn.poll(max(0.0, min(remaining, ABANDON_POLL_S))):
+            return True
+        if remaining <= ABANDON_POLL_S:
+            return False
+        if abandon():
+            return None
 
 
 def _describe_connect_error(error: BaseException) -> str:

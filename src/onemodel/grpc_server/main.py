@@ -9,7 +9,7 @@ import sys
 import threading
 from types import FrameType
 
-from onemodel.boundary.client import ModelClient
+from onemodel.boundary.pool import pool_from_settings
 from onemodel.errors import ConfigError, OneModelError
 from onemodel.grpc_server.server import create_server
 from onemodel.grpc_server.service import ACCESS_LOGGER
@@ -30,9 +30,8 @@ def main() -> None:
         settings = Settings.from_env()
         if settings.grpc_port is None:
             raise ConfigError("GRPC_PORT is not set: there is no port to serve gRPC on")
-        if settings.model_server_address is None:
-            raise ConfigError("MODEL_SERVER_ADDRESS is not set: no model server to ask")
-        client = ModelClient(settings.model_server_address, settings.require_authkey())
+        # The same pool of model servers as the web workers: batches mix both tiers.
+        client = pool_from_settings(settings)
         # The decode sandbox of a web worker: encoded images never decode in this process.
         decoder = create_decoder(settings)
         server, port = create_server(settings, client, decoder)
@@ -51,7 +50,7 @@ def main() -> None:
         "serving the Open Inference Protocol over gRPC on %s:%d (model server %s)",
         settings.grpc_host,
         port,
-        settings.model_server_address,
+        ",".join(str(address) for address in settings.model_server_pool),
     )
     stopping.wait()
     grace_s = settings.grpc_graceful_timeout_s

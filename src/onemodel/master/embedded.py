@@ -29,36 +29,50 @@ _HEALTHY_RESET_S = 60.0
 
 
 class EmbeddedModelServer:
-    """Run ``python -m onemodel.model_server`` on a Unix socket in a private 0700 directory.
+    """Run ``replicas`` x ``python -m onemodel.model_server``, each on its own Unix socket.
 
-    The authkey is fresh and random, written to a 0600 file in that directory: it never
-    appears in a command line or in the environment of any process.
+    The sockets live in one private 0700 directory. The authkey (one for the pool) is fresh
+    and random, written to a 0600 file in that directory: it never appears in a command line
+    or in the environment of any process. Workers reach every replica through a pool, so a
+    crash of one costs nothing while the master restarts it.
     """
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, environ: Mapping[str, str] | None = None, replicas: int = 1) -> None:
+        if replicas < 1:
+            raise ValueError("replicas must be at least 1")
         self._base_environ = dict(os.environ if environ is None else environ)
         self._directory = Path(tempfile.mkdtemp(prefix="onemodel-"))  # mkdtemp makes it 0700
-        self.address = Address(path=str(self._directory / "model.sock"))
+        names = ["model.sock"] if replicas == 1 else [f"model-{i}.sock" for i in range(replicas)]
+        self.addresses = [Address(path=str(self._directory / name)) for name in names]
         self.authkey_file = self._directory / "authkey"
         self._authkey = secrets.token_hex(32).encode()
         descriptor = os.open(self.authkey_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(self._authkey)
-        self._process: subprocess.Popen[bytes] | None = None
+        self._processes: list[subprocess.Popen[bytes] | None] = [None] * replicas
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._supervisor: threading.Thread | None = None
         self.restarts = 0
 
+    @property
+    def address(self) -> Address:
+        """Return the first replica's address."""
+        return self.addresses[0]
+
     def worker_environ(self) -> dict[str, str]:
-        """Return the variables web workers need to reach this server."""
+        """Return the variables web workers need to reach every replica."""
         return {
-            "MODEL_SERVER_ADDRESS": str(self.address),
+            "MODEL_SERVER_ADDRESS": ",".join(str(address) for address in self.addresses),
             "MODEL_SERVER_AUTHKEY_FILE": str(self.authkey_file),
         }
 
     def start(self) -> None:
-        """Start the model-server process."""
+        """Start every model-server process."""
+        for index in range(len(self.addresses)):
+            self._start(index)
+
+    def _start(self, index: int) -> None:
         environ = {
             key: value
             for key, value in self._base_environ.items()
@@ -66,9 +80,12 @@ class EmbeddedModelServer:
             # workers' multiprocess files (prometheus-client reads this variable at import).
             if key not in ("MODEL_SERVER_AUTHKEY", "MODEL_SERVER_AUTHKEY_FILE", MULTIPROCESS_ENV)
         }
-        environ.update(self.worker_environ())
+        environ.update(
+            MODEL_SERVER_ADDRESS=str(self.addresses[index]),
+            MODEL_SERVER_AUTHKEY_FILE=str(self.authkey_file),
+        )
         with self._lock:
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-m", "onemodel.model_server"],
                 env=environ,
                 stdin=subprocess.DEVNULL,
@@ -76,15 +93,22 @@ class EmbeddedModelServer:
                 # the workers have finished their requests; the master stops it last.
                 start_new_session=True,
             )
-        logger.info("started the model server (pid %d) on %s", self._process.pid, self.address)
+            self._processes[index] = process
+        logger.info("started the model server (pid %d) on %s", process.pid, self.addresses[index])
 
     def wait_ready(self, timeout_s: float) -> ModelInfo:
-        """Block until the model is loaded and warm; raise OneModelError if it dies or stalls."""
-        client = ModelClient(self.address, self._authkey)
+        """Block until every replica is loaded and warm; raise OneModelError if one dies."""
         deadline = time.monotonic() + timeout_s
+        infos = [
+            self._wait_ready(index, deadline, timeout_s) for index in range(len(self.addresses))
+        ]
+        return infos[0]
+
+    def _wait_ready(self, index: int, deadline: float, timeout_s: float) -> ModelInfo:
+        client = ModelClient(self.addresses[index], self._authkey)
         try:
             while True:
-                if not self.is_running():
+                if not self.is_running(index):
                     raise OneModelError(
                         "the model server exited before it was ready (see its log above)"
                     )
@@ -100,29 +124,31 @@ class EmbeddedModelServer:
         finally:
             client.close()
 
-    def is_running(self) -> bool:
-        """Return whether the model-server process is alive."""
-        process = self._process
+    def is_running(self, index: int = 0) -> bool:
+        """Return whether replica index's model-server process is alive."""
+        process = self._processes[index]
         # Gunicorn's master reaps every child on SIGCHLD, ours included; poll() then sees
         # ECHILD and reports an exit, which is what we want to know.
         return process is not None and process.poll() is None
 
     def supervise(self) -> None:
-        """Restart the model server whenever it dies, with exponential backoff, in a thread."""
+        """Restart each model server whenever it dies, with exponential backoff, in a thread."""
         self._supervisor = threading.Thread(
             target=self._supervise, name="model-server-supervisor", daemon=True
         )
         self._supervisor.start()
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        """Stop the model server (SIGTERM, then SIGKILL) and remove the private directory."""
+        """Stop every model server (SIGTERM, then SIGKILL); remove the private directory."""
         self._stopping.set()
         with self._lock:
-            process = self._process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            running = [p for p in self._processes if p is not None and p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)  # all at once: they drain in parallel
+        deadline = time.monotonic() + timeout_s
+        for process in running:
             try:
-                process.wait(timeout_s)
+                process.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
                 logger.warning("the model server ignored SIGTERM for %g s; killing it", timeout_s)
                 process.kill()
@@ -130,17 +156,30 @@ class EmbeddedModelServer:
         shutil.rmtree(self._directory, ignore_errors=True)
 
     def _supervise(self) -> None:
-        backoff = _BACKOFF_INITIAL_S
-        started = time.monotonic()
+        count = len(self.addresses)
+        backoff = [_BACKOFF_INITIAL_S] * count
+        started = [time.monotonic()] * count
+        restart_at: list[float | None] = [None] * count
         while not self._stopping.wait(0.2):
-            if self.is_running():
-                if time.monotonic() - started > _HEALTHY_RESET_S:
-                    backoff = _BACKOFF_INITIAL_S
-                continue
-            logger.error("the model server died; restarting it in %.1f s", backoff)
-            if self._stopping.wait(backoff):
-                return
-            self.start()
-            self.restarts += 1
-            started = time.monotonic()
-            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            now = time.monotonic()
+            for index in range(count):
+                if self.is_running(index):
+                    if now - started[index] > _HEALTHY_RESET_S:
+                        backoff[index] = _BACKOFF_INITIAL_S
+                    continue
+                at = restart_at[index]
+                if at is None:
+                    logger.error(
+                        "the model server died; restarting it in %.1f s (%s)",
+                        backoff[index],
+                        self.addresses[index],
+                    )
+                    restart_at[index] = now + backoff[index]
+                    continue
+                if now < at:
+                    continue
+                self._start(index)
+                self.restarts += 1
+                started[index] = time.monotonic()
+                restart_at[index] = None
+                backoff[index] = min(backoff[index] * 2, _BACKOFF_MAX_S)

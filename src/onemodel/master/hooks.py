@@ -39,10 +39,13 @@ def _start_embedded_model_server(server: Any) -> None:
     embedded = None
     try:
         settings = Settings.from_env()
-        embedded = EmbeddedModelServer()
+        embedded = EmbeddedModelServer(replicas=settings.model_server_replicas)
         _state["embedded"] = embedded
         embedded.start()
-        server.log.info("waiting for the model server to load and warm up the model")
+        server.log.info(
+            "waiting for %d model server(s) to load and warm up the model",
+            settings.model_server_replicas,
+        )
         info = embedded.wait_ready(settings.model_server_start_timeout_s)
     except OneModelError as error:
         server.log.error("cannot start: %s", error.message)

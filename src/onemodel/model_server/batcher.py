@@ -15,6 +15,7 @@ import numpy as np
 from onemodel.errors import (
     InferenceError,
     InferenceTimeoutError,
+    ModelServerStoppingError,
     ModelUnavailableError,
     OverloadedError,
 )
@@ -82,7 +83,9 @@ class Batcher:
         self._expected_callers = 1
         self._free_since = float("-inf")
         self._condition = threading.Condition()
-        self._stopping = False
+        self._draining = False  # refuse new work, finish the queue
+        self._stopping = False  # leave the loop
+        self._running_batch = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -95,8 +98,8 @@ class Batcher:
         now = self._clock()
         job = _Job(images=images, enqueued_at=now, deadline=now + timeout_s)
         with self._condition:
-            if self._stopping:
-                raise ModelUnavailableError("the model server is shutting down")
+            if self._stopping or self._draining:
+                raise ModelServerStoppingError()
             if self._queued_images + job.size > self._max_queue and self._queue:
                 raise OverloadedError(
                     f"the model server queue is full ({self._queued_images} images waiting)"
@@ -110,6 +113,24 @@ class Batcher:
         """Start the batching thread."""
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         self._thread.start()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Refuse new work, finish everything queued and running, stop; return if all done.
+
+        What is still queued after timeout_s is failed as by stop().
+        """
+        deadline = self._clock() + timeout_s
+        with self._condition:
+            self._draining = True
+            self._condition.notify_all()
+            while self._queue or self._running_batch:
+                remaining = deadline - self._clock()
+                if remaining <= 0 or self._thread is None or not self._thread.is_alive():
+                    break
+                self._condition.wait(min(remaining, 0.1))
+            drained = not self._queue and not self._running_batch
+        self.stop(timeout_s=max(deadline - self._clock(), 0.0) + 1.0)
+        return drained
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish the running batch, fail what is still queued, and stop the thread."""
@@ -130,7 +151,12 @@ class Batcher:
         jobs = self._take_batch(wait_s)
         if not jobs:
             return 0
-        return self._run_batch(jobs)
+        try:
+            return self._run_batch(jobs)
+        finally:
+            with self._condition:
+                self._running_batch = False
+                self._condition.notify_all()
 
     def _run(self) -> None:
         while not self._stopping:
@@ -146,12 +172,14 @@ class Batcher:
                 return jobs
             target = min(self._max_batch_size, self._expected_callers)
             wait_until = max(jobs[0].enqueued_at, self._free_since) + self._max_delay_s
-            while size < target and not self._stopping:
+            # Nothing new arrives while draining: run what is queued at once.
+            while size < target and not self._stopping and not self._draining:
                 remaining = wait_until - self._clock()
                 if remaining <= 0:
                     break
                 self._condition.wait(remaining)
                 size = self._take_queued(jobs, size)
+            self._running_batch = bool(jobs)
             return jobs
 
     def _take_queued(self, jobs: list[_Job], size: int) -> int:

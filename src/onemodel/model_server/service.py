@@ -16,12 +16,16 @@ from onemodel.boundary.contract import ModelInfo
 from onemodel.errors import (
     InferenceTimeoutError,
     InvalidRequestError,
+    ModelServerStoppingError,
     ModelUnavailableError,
     OverloadedError,
     PayloadTooLargeError,
 )
 from onemodel.model_server.batcher import Batcher
 from onemodel.model_server.metrics import ServerMetrics
+
+# After the last prediction returned, time for its manager thread to write the reply.
+_REPLY_FLUSH_S = 0.2
 
 
 class ModelService:
@@ -42,6 +46,8 @@ class ModelService:
         self._reason = "the model is loading"
         self._load_count = 0
         self._images_served = 0
+        self._in_progress = 0
+        self._idle = threading.Condition(self._lock)
         self._describe = describe
         # Lets clients check that they all reach this one object.
         self._instance = uuid.uuid4().hex
@@ -67,16 +73,45 @@ class ModelService:
             self._reason = reason
 
     def set_stopping(self) -> None:
-        """Refuse new predictions while shutting down."""
+        """Refuse new predictions (clients try another replica); accepted ones finish."""
         with self._lock:
             self._state = "stopping"
             self._reason = "the model server is shutting down"
 
+    def drain(self, timeout_s: float) -> bool:
+        """Refuse new predictions, answer every queued and running one; return if all were.
+
+        Until it returns, ``info`` keeps answering (state "stopping"), so pools move away.
+        """
+        deadline = time.monotonic() + timeout_s
+        self.set_stopping()
+        batcher = self._batcher
+        drained = batcher.drain(timeout_s) if batcher is not None else True
+        with self._idle:
+            idle = self._idle.wait_for(
+                lambda: self._in_progress == 0, max(deadline - time.monotonic(), 0.0)
+            )
+        if drained and idle:
+            time.sleep(_REPLY_FLUSH_S)
+        return drained and idle
+
     def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
         """Return class scores (N, classes) float32 for RGB uint8 images (N, H, W, 3)."""
-        batcher = self._batcher
-        if self._state != "ready" or batcher is None:
-            raise ModelUnavailableError(self._reason or "the model is not ready")
+        with self._lock:
+            batcher = self._batcher
+            if self._state == "stopping":
+                raise ModelServerStoppingError()
+            if self._state != "ready" or batcher is None:
+                raise ModelUnavailableError(self._reason or "the model is not ready")
+            self._in_progress += 1
+        try:
+            return self._predict(batcher, images, timeout_s)
+        finally:
+            with self._idle:
+                self._in_progress -= 1
+                self._idle.notify_all()
+
+    def _predict(self, batcher: Batcher, images: np.ndarray, timeout_s: float) -> np.ndarray:
         self._check_images(images)
         try:
             future = batcher.submit(images, timeout_s)

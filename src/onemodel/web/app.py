@@ -5,12 +5,10 @@ from __future__ import annotations
 import time
 import uuid
 import weakref
-from collections.abc import Callable
 
 from flask import Flask, Response, g, request
 
-from onemodel.boundary.client import ModelClient
-from onemodel.errors import ConfigError
+from onemodel.boundary.pool import ModelPool, pool_from_settings
 from onemodel.settings import Settings
 from onemodel.web import inference_protocol, page, routes
 from onemodel.web.api_keys import require_api_key
@@ -27,12 +25,12 @@ def create_app(
     predictor: Predictor | None = None,
     decoder: ImageDecoder | None = None,
 ) -> Flask:
-    """Build the web app. Nothing connects here: a ModelClient connects on first use, and
+    """Build the web app. Nothing connects here: the model pool connects on first use, and
     the decode sandbox starts its processes on first use."""
     settings = settings or Settings.from_env()
     metrics = WebMetrics()
     if predictor is None:
-        predictor = _default_predictor(settings, on_reconnect=metrics.reconnects.inc)
+        predictor = _default_predictor(settings, metrics)
     if decoder is None:
         decoder = create_decoder(settings)
     app = Flask(__name__)
@@ -71,11 +69,7 @@ def _return_request_id(response: Response) -> Response:
     return response
 
 
-def _default_predictor(settings: Settings, on_reconnect: Callable[[], None]) -> ModelClient:
-    address = settings.model_server_address
-    if address is None:
-        raise ConfigError(
-            "MODEL_SERVER_ADDRESS is not set: run under gunicorn -c gunicorn.conf.py (which "
-            "starts a private model server) or point it at a running model_server.py"
-        )
-    return ModelClient(address, settings.require_authkey(), on_reconnect=on_reconnect)
+def _default_predictor(settings: Settings, metrics: WebMetrics) -> ModelPool:
+    return pool_from_settings(
+        settings, on_attempt=metrics.count_replica_attempt, on_reconnect=metrics.reconnects.inc
+    )

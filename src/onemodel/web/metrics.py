@@ -63,6 +63,18 @@ class WebMetrics:
             registry=self.registry,
         )
 
+        self.replica_attempts = Counter(
+            "onemodel_model_server_replica_attempts",
+            "Predictions sent to each model-server replica (label: its slot in the pool, not "
+            "its address), by outcome: ok, failover (tried another), error.",
+            ("replica", "outcome"),
+            registry=self.registry,
+        )
+
+    def count_replica_attempt(self, replica: str, outcome: str) -> None:
+        """Count one prediction sent to a replica (the pool's on_attempt callback)."""
+        self.replica_attempts.labels(replica, outcome).inc()
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request."""
         self.requests.labels(route, bounded_method(method), bounded_status(status)).inc()

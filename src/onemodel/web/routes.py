@@ -50,7 +50,7 @@ def healthz() -> ResponseReturnValue:
 
 @blueprint.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    """Readiness: 200 with model details when the model server is reachable and ready."""
+    """Readiness: 200 with model details while at least one model server is ready."""
     try:
         info = runtime().predictor.info()
     except (ModelUnavailableError, InferenceTimeoutError) as error:
@@ -58,7 +58,10 @@ def readyz() -> ResponseReturnValue:
         return jsonify(ready=False, reason=error.message), 503, {"Retry-After": "1"}
     if not info.ready:
         reason = info.reason or "the model server is not ready"
-        return jsonify(ready=False, reason=reason), 503, {"Retry-After": "1"}
+        body: dict[str, object] = {"ready": False, "reason": reason}
+        if "replicas" in info.extra:  # a pool lists every replica, ready or not
+            body["replicas"] = info.extra["replicas"]
+        return jsonify(body), 503, {"Retry-After": "1"}
     settings = runtime().settings
     if settings.grpc_port is None:
         return jsonify(info.public())

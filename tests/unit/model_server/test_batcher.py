@@ -11,6 +11,7 @@ import pytest
 from onemodel.errors import (
     InferenceError,
     InferenceTimeoutError,
+    ModelServerStoppingError,
     ModelUnavailableError,
     OverloadedError,
 )
@@ -237,3 +238,69 @@ def test_stop_fails_what_is_still_queued() -> None:
     batcher.stop()
     with pytest.raises(ModelUnavailableError):
         waiting.result(0)
+
+
+class SlowModel(FakeModel):
+    """A FakeModel whose every call takes a while, so requests queue behind it."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        time.sleep(self.delay_s)
+        return super().__call__(images)
+
+
+def test_drain_answers_everything_queued_and_running_then_refuses() -> None:
+    model = SlowModel(0.05)
+    batcher, _ = make(model, max_batch_size=2, max_delay_ms=0)
+    batcher.start()
+    futures = [batcher.submit(images_of(value), timeout_s=30) for value in range(7)]
+    assert batcher.drain(timeout_s=10) is True
+    assert [future.result(0)[0, 0] for future in futures] == list(range(7))
+    assert sum(model.calls) == 7 and max(model.calls) <= 2
+    with pytest.raises(ModelServerStoppingError):
+        batcher.submit(images_of(9), timeout_s=30)
+
+
+def test_drain_refuses_new_work_with_the_retryable_stopping_error() -> None:
+    model = SlowModel(0.2)
+    batcher, _ = make(model, max_batch_size=1, max_delay_ms=0)
+    batcher.start()
+    first = batcher.submit(images_of(1), timeout_s=30)
+    refused: list[BaseException] = []
+    done = threading.Event()
+
+    def submit_while_draining() -> None:
+        while not done.is_set():
+            try:
+                batcher.submit(images_of(2), timeout_s=30)
+            except ModelServerStoppingError as error:
+                refused.append(error)
+                return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=submit_while_draining)
+    thread.start()
+    assert batcher.drain(timeout_s=10) is True
+    done.set()
+    thread.join(5)
+    assert first.result(0)[0, 0] == 1
+    assert refused and refused[0].status == 503 and refused[0].headers() == {"Retry-After": "1"}
+
+
+def test_drain_past_its_timeout_fails_the_rest() -> None:
+    model = SlowModel(0.3)
+    batcher, _ = make(model, max_batch_size=1, max_delay_ms=0)
+    batcher.start()
+    futures = [batcher.submit(images_of(value), timeout_s=30) for value in range(5)]
+    assert batcher.drain(timeout_s=0.1) is False
+    outcomes = []
+    for future in futures:
+        try:
+            future.result(5)
+            outcomes.append("answered")
+        except ModelUnavailableError:
+            outcomes.append("failed")
+    assert outcomes[0] == "answered" and "failed" in outcomes
