@@ -16,6 +16,17 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# The network-namespace pool test builds its own "hosts" with ip and partitions one with
+# iptables inside its namespace.
+if ! command -v ip >/dev/null 2>&1 || ! command -v iptables >/dev/null 2>&1; then
+  if can_install; then
+    echo "test-setup: installing iproute2 and iptables for the network-namespace test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables >/dev/null
+  else
+    echo "test-setup: ip/iptables missing and cannot be installed here; the namespace test will skip"
+  fi
+fi
+
 if [ -z "${DOCKER_HOST:-}" ] && [ -S /var/tmp/container-engine/podman.sock ]; then
   export DOCKER_HOST=unix:///var/tmp/container-engine/podman.sock  # engine-up's socket
 fi
