@@ -40,21 +40,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 WORKERS = 2
 RSS_RISE_LIMIT_BYTES = 300 * 2**20
 
-_HTTP = "no JSON 4xx: the connection closes without an answer (HTTP hardening)"
 # What still fails on main (2026-12-02, with the decode sandbox and the guarded worker).
 # Strict, so a fix shows and its line must go. Before the sandbox 20 image requests failed
 # (PNG length claims of 0.8-1.3 GB, the JPEG/TIFF pixel-limit lies at 530-570 MB, a 36-byte
 # GIF at 350-370 MB, scan bombs, the APNG SIGSEGV that killed a worker); before the HTTP
 # hardening 19 HTTP requests did (500s, HTML 400s, chunked bodies past the limit).
-EXPECTED_FAILURES: dict[str, str] = {
-    name: _HTTP
-    for name in (
-        # The client half-closes after a chunked body that ends early: the guarded worker
-        # closes the connection with no answer (Gunicorn's own parser answered 400).
-        "chunked: body ends inside a chunk",
-        "chunked: no final chunk",
-    )
-}
+# Cases a fix must still land for (strict: a case that starts passing fails the run).
+EXPECTED_FAILURES: dict[str, str] = {}
 
 
 @dataclass

@@ -140,7 +140,14 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
             return
         except OSError:
             data = b""
-        if not data:  # the client went away
+        if not data:  # the client went away, or half-closed with a request unfinished
+            if reading.buffer:
+                # It may still read: say why its request can never be served.
+                incomplete = errors.MalformedRequestError(
+                    "the connection was closed before the request was complete"
+                )
+                self._answer(reading, incomplete, linger=False)
+                return
             self._forget(reading)
             self._close(reading.conn)
             return
