@@ -131,6 +131,10 @@ class Settings:
     # Converted models (OpenVINO IR) live here; None: no cache (from_env defaults to
     # $XDG_CACHE_HOME/onemodel or ~/.cache/onemodel; MODEL_CACHE_DIR=off disables it).
     cache_dir: str | None = None
+    # Model repository (MODEL_PATH a directory <name>/<version>/): a pinned version (None:
+    # the highest that loads) and how often to look for new versions (0: only on SIGHUP).
+    model_version: int | None = None
+    model_poll_s: float = 30.0
     # Batching (model server).
     max_batch_size: int = 16
     max_batch_delay_ms: float = 10.0
@@ -230,6 +234,8 @@ class Settings:
             precision=env.get("MODEL_PRECISION", "float32").strip().lower() or "float32",
             engine=env.get("MODEL_ENGINE", "auto").strip().lower() or "auto",
             cache_dir=model_cache_dir(env),
+            model_version=parser.optional_integer("MODEL_VERSION", minimum=1),
+            model_poll_s=parser.number("MODEL_POLL_S", cls.model_poll_s, minimum=0.0),
             max_batch_size=parser.integer("MAX_BATCH_SIZE", cls.max_batch_size, minimum=1),
             max_batch_delay_ms=parser.number(
                 "MAX_BATCH_DELAY_MS", cls.max_batch_delay_ms, minimum=0.0
