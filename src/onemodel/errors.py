@@ -141,6 +141,16 @@ class ModelServerStoppingError(ModelUnavailableError):
     default_message = "the model server is shutting down"
 
 
+class ModelChangedError(ModelUnavailableError):
+    """A new model version took over after the caller read the old one's input size and labels.
+
+    The web tier re-reads the model's spec and prepares the request again.
+    """
+
+    code = "model_changed"
+    default_message = "the served model version changed; retry"
+
+
 class OverloadedError(_RetryableError):
     code = "overloaded"
     default_message = "the model server queue is full; retry later"

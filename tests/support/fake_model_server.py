@@ -66,6 +66,7 @@ def main() -> None:
         ModelInfo(
             state="ready",
             name="fake",
+            version="1",
             input_size=(args.height, args.width),
             labels=tuple(f"class_{index}" for index in range(args.classes)),
             max_batch_size=8,

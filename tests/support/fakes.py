@@ -31,12 +31,15 @@ class FakePredictor:
         return ModelInfo(
             state="ready",
             name="fake",
+            version="1",
             input_size=(HEIGHT, WIDTH),
             labels=tuple(f"label_{i}" for i in range(CLASSES)),
             max_batch_size=self.max_batch_size,
         )
 
-    def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
+    def predict(
+        self, images: np.ndarray, timeout_s: float, version: str | None = None
+    ) -> np.ndarray:
         self._raise()
         self.seen.append(images)
         return expected_scores(images)

@@ -14,7 +14,12 @@ import numpy as np
 
 from onemodel.boundary.contract import EXPOSED_METHODS, ModelInfo
 from onemodel.boundary.transport import TRANSPORT, install_transport
-from onemodel.errors import InferenceTimeoutError, ModelUnavailableError, OneModelError
+from onemodel.errors import (
+    InferenceTimeoutError,
+    ModelChangedError,
+    ModelUnavailableError,
+    OneModelError,
+)
 from onemodel.settings import Address
 
 logger = logging.getLogger(__name__)
@@ -97,13 +102,24 @@ class ModelClient:
         self.reconnects = 0
 
     def predict(
-        self, images: np.ndarray, timeout_s: float, abandon: Callable[[], bool] | None = None
+        self,
+        images: np.ndarray,
+        timeout_s: float,
+        version: str | None = None,
+        abandon: Callable[[], bool] | None = None,
     ) -> np.ndarray:
-        """Return class scores for RGB uint8 images (N, H, W, 3).
+        """Return class scores for RGB uint8 images (N, H, W, 3), from ``version`` if given.
 
         abandon: asked while waiting; True gives up with ModelUnavailableError (see pool).
         """
-        result = self._call("predict", (images, timeout_s), timeout_s + REPLY_GRACE_S, abandon)
+        # The version is sent only when given, so a model server without versions still
+        # understands us.
+        args = (images, timeout_s) if version is None else (images, timeout_s, version)
+        try:
+            result = self._call("predict", args, timeout_s + REPLY_GRACE_S, abandon)
+        except ModelChangedError:
+            self._spec = None  # another version serves now: its input size and labels differ
+            raise
         return np.asarray(result)
 
     def info(self) -> ModelInfo:
@@ -111,6 +127,9 @@ class ModelClient:
         info = self._call("info", (), self._info_timeout_s)
         if not isinstance(info, ModelInfo):
             raise ModelUnavailableError("the model server answered an unknown info type")
+        cached = self._spec
+        if cached is not None and cached[1].version != info.version:
+            self._spec = None
         return info
 
     def metrics_text(self) -> bytes:
@@ -118,7 +137,11 @@ class ModelClient:
         return bytes(self._call("metrics_text", (), self._info_timeout_s))
 
     def spec(self) -> ModelInfo:
-        """Return the ready model's info (cached per connection: a new server is re-read)."""
+        """Return the ready model's info (cached per connection and per served version).
+
+        A new server, or a new version on the same server (a predict for the cached version
+        answers ModelChangedError), is read again.
+        """
         _, generation = self._connected_proxy()
         cached = self._spec
         if cached is not None and cached[0] == generation:

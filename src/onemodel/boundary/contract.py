@@ -38,6 +38,9 @@ class ModelInfo:
     state: str  # one of STATES
     reason: str = ""  # why it is not ready ("" when ready)
     name: str = ""
+    version: str = ""  # the version serving predictions now ("1" for a single model file)
+    versions: tuple[str, ...] = ()  # the well-formed versions in the model repository
+    last_error: str = ""  # why the latest version that failed to load or warm up failed
     input_size: tuple[int, int] = (0, 0)  # (height, width)
     labels: tuple[str, ...] = ()
     max_batch_size: int = 0  # the most images one predict call may carry
@@ -78,14 +81,21 @@ class ModelInfo:
         body["model"] = body.pop("name")
         body["input_size"] = list(self.input_size)
         body["cpu_bfloat16"] = list(self.cpu_bfloat16)
+        body["versions"] = list(self.versions)
         return {"ready": self.ready, **body, "num_classes": self.num_classes, **extra}
 
 
 class ModelBackend(Protocol):
     """What the model server offers: the shared service and its clients both satisfy it."""
 
-    def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
-        """Return float32 scores (N, classes) for uint8 RGB images (N, H, W, 3)."""
+    def predict(
+        self, images: np.ndarray, timeout_s: float, version: str | None = None
+    ) -> np.ndarray:
+        """Return float32 scores (N, classes) for uint8 RGB images (N, H, W, 3).
+
+        With ``version`` (the ``ModelInfo.version`` the images were prepared for), the scores
+        come from exactly that version, or ModelChangedError says another one serves now.
+        """
         ...
 
     def info(self) -> ModelInfo:

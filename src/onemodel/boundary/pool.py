@@ -31,6 +31,7 @@ from onemodel.boundary.contract import ModelInfo
 from onemodel.errors import (
     ConfigError,
     InferenceTimeoutError,
+    ModelChangedError,
     ModelServerStoppingError,
     ModelUnavailableError,
     OneModelError,
@@ -59,7 +60,11 @@ class ReplicaClient(Protocol):
     """What the pool needs from one replica's client (a ModelClient, or a fake in tests)."""
 
     def predict(
-        self, images: np.ndarray, timeout_s: float, abandon: Callable[[], bool] | None = None
+        self,
+        images: np.ndarray,
+        timeout_s: float,
+        version: str | None = None,
+        abandon: Callable[[], bool] | None = None,
     ) -> np.ndarray: ...
 
     def info(self) -> ModelInfo: ...
@@ -170,8 +175,14 @@ class ModelPool:
 
     # --- the Predictor protocol --------------------------------------------------------
 
-    def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
-        """Return class scores from one replica, failing over to others; raise if none can."""
+    def predict(
+        self, images: np.ndarray, timeout_s: float, version: str | None = None
+    ) -> np.ndarray:
+        """Return class scores from one replica, failing over to others; raise if none can.
+
+        With ``version``, a replica serving another version answers ModelChangedError: the
+        caller prepares the images again for the model info it reads next (no failover).
+        """
         self._start()
         deadline = time.monotonic() + timeout_s
         tried: set[Address] = set()
@@ -188,8 +199,16 @@ class ModelPool:
                 alone = len(self._replicas) == 1
             try:
                 scores = replica.client.predict(
-                    images, remaining, abandon=None if alone else _lost_since(replica, lost)
+                    images,
+                    remaining,
+                    version=version,
+                    abandon=None if alone else _lost_since(replica, lost),
                 )
+            except ModelChangedError:
+                # The replica is healthy, on another version: read the model info again.
+                self._spec = None
+                self._count(replica, "ok")
+                raise
             except ModelUnavailableError as error:
                 # Dead, stopping, refused or unreachable: another replica may answer.
                 self._mark_failed(replica, error)
@@ -512,8 +531,8 @@ def _lost_since(replica: _Replica, lost: int) -> Callable[[], bool]:
     return lambda: replica.lost != lost
 
 
-def _model_of(info: ModelInfo) -> tuple[str, tuple[int, int], tuple[str, ...]]:
-    return (info.name, info.input_size, info.labels)
+def _model_of(info: ModelInfo) -> tuple[str, str, tuple[int, int], tuple[str, ...]]:
+    return (info.name, info.version, info.input_size, info.labels)
 
 
 def _resolve_host(host: str, port: int) -> list[str]:

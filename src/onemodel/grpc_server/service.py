@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
+import numpy as np
 
 import onemodel
 from onemodel.boundary.contract import ModelBackend, ModelInfo
@@ -31,9 +32,9 @@ from onemodel.grpc_server.status import status_code
 from onemodel.settings import Settings
 from onemodel.web.credentials import key_matches
 from onemodel.web.image_decoder import ImageDecoder
+from onemodel.web.predictions import predict_served
 from onemodel.web.served_model import (
     EXTENSIONS,
-    MODEL_VERSION,
     SERVER_NAME,
     check_model,
     check_outputs,
@@ -129,15 +130,20 @@ class InferenceService:
 
     def model_infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         """Classify the request's images, within the client's deadline."""
-        spec = self._backend.spec()
-        check_model(spec, request.model_name, request.model_version)
+        check_model(self._backend.spec(), request.model_name, request.model_version)
         parsed = infer_request_from(request)
-        # Encoded images go through the decode sandbox, as uploads to the web workers do.
-        images = images_from(parsed, spec, self._decoder)
-        check_outputs(parsed)
-        scores = self._backend.predict(images, self._timeout_s(context))
+
+        def prepare(spec: ModelInfo) -> np.ndarray:
+            check_model(spec, request.model_name, request.model_version)
+            # Encoded images go through the decode sandbox, as uploads to the web workers do.
+            images = images_from(parsed, spec, self._decoder)
+            check_outputs(parsed)
+            return images
+
+        # The version that computed the scores labels and names the answer.
+        spec, scores = predict_served(self._backend, prepare, self._timeout_s(context))
         return infer_response(
-            spec.name, MODEL_VERSION, parsed.id, outputs_from(parsed, scores, spec)
+            spec.name, spec.version, parsed.id, outputs_from(parsed, scores, spec)
         )
 
     def _timeout_s(self, context: Any) -> float:

@@ -51,6 +51,18 @@ class ServerMetrics:
         self.model_loads = Counter(
             "onemodel_model_loads", "Times this process loaded the model.", registry=self.registry
         )
+        self.model_swaps = Counter(
+            "onemodel_model_swaps",
+            "Times a newly loaded model version took over from the served one.",
+            registry=self.registry,
+        )
+        self.version_failures = Counter(
+            "onemodel_model_version_failures",
+            "Model versions that failed to load or warm up (and were skipped).",
+            registry=self.registry,
+        )
+        # One series at a time, labelled by the served version: bounded however many come.
+        self.served_version = ""
         self._started = time.time()
         self._queue_depth = queue_depth
         self.registry.register(_QueueCollector(self))
@@ -90,3 +102,11 @@ class _QueueCollector(Collector):
             "Images waiting in the model server's batch queue.",
             value=self._metrics.queue_depth(),
         )
+        served = GaugeMetricFamily(
+            "onemodel_model_version_info",
+            "The model version serving predictions (value 1, the version in the label).",
+            labels=("version",),
+        )
+        if self._metrics.served_version:
+            served.add_metric((self._metrics.served_version,), 1.0)
+        yield served

@@ -16,6 +16,7 @@ from onemodel.boundary.contract import ModelInfo
 from onemodel.errors import (
     InferenceTimeoutError,
     InvalidRequestError,
+    ModelChangedError,
     ModelServerStoppingError,
     ModelUnavailableError,
     OverloadedError,
@@ -47,24 +48,49 @@ class ModelService:
         self._load_count = 0
         self._images_served = 0
         self._in_progress = 0
+        # Signalled when a prediction ends: drain() waits for none, retire() for a batcher's.
         self._idle = threading.Condition(self._lock)
+        # Predictions in progress per batcher: a replaced batcher stops when its count is 0.
+        self._users: dict[Batcher, int] = {}
+        self._versions: tuple[str, ...] = ()
+        self._last_error = ""
         self._describe = describe
         # Lets clients check that they all reach this one object.
         self._instance = uuid.uuid4().hex
 
-    def set_ready(self, batcher: Batcher, model: ModelInfo) -> None:
+    def set_ready(self, batcher: Batcher, model: ModelInfo) -> Batcher | None:
         """Start answering predictions with this batcher (call after warm-up).
 
-        ``model`` carries the model's name, input size, labels and this server's limits.
+        ``model`` carries the model's name, version, input size, labels and this server's
+        limits. Returns the batcher it replaces (None at first): predictions already given
+        to it finish on it; ``retire`` then stops it.
         """
         with self._lock:
+            previous = self._batcher
             self._batcher = batcher
             self._model = model
             self._load_count += 1
             self._metrics.model_loads.inc()
+            self._metrics.served_version = model.version
             self._metrics.set_queue_depth(lambda: batcher.queued_images)
             self._state = "ready"
             self._reason = ""
+        return previous
+
+    def retire(self, batcher: Batcher, timeout_s: float) -> bool:
+        """Wait until no prediction uses a replaced batcher, then stop it; return if all did."""
+        with self._idle:
+            finished = self._idle.wait_for(
+                lambda: self._users.get(batcher, 0) == 0, timeout=timeout_s
+            )
+        batcher.stop()
+        return finished
+
+    def set_versions(self, versions: tuple[str, ...], last_error: str) -> None:
+        """Report the repository's versions and the latest load failure ("" for none)."""
+        with self._lock:
+            self._versions = versions
+            self._last_error = last_error
 
     def set_failed(self, reason: str) -> None:
         """Report that the model could not be loaded."""
@@ -95,24 +121,41 @@ class ModelService:
             time.sleep(_REPLY_FLUSH_S)
         return drained and idle
 
-    def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
-        """Return class scores (N, classes) float32 for RGB uint8 images (N, H, W, 3)."""
+    def predict(
+        self, images: np.ndarray, timeout_s: float, version: str | None = None
+    ) -> np.ndarray:
+        """Return class scores (N, classes) float32 for RGB uint8 images (N, H, W, 3).
+
+        With ``version``, only that version may compute them (else ModelChangedError): the
+        caller prepared the images for its input size and will label them with its labels.
+        """
         with self._lock:
-            batcher = self._batcher
+            batcher, model = self._batcher, self._model
             if self._state == "stopping":
                 raise ModelServerStoppingError()
             if self._state != "ready" or batcher is None:
                 raise ModelUnavailableError(self._reason or "the model is not ready")
+            if version is not None and version != model.version:
+                raise ModelChangedError(
+                    f"version {version} of {model.name!r} is no longer served; "
+                    f"version {model.version} is"
+                )
             self._in_progress += 1
+            self._users[batcher] = self._users.get(batcher, 0) + 1
         try:
-            return self._predict(batcher, images, timeout_s)
+            return self._predict(batcher, model, images, timeout_s)
         finally:
             with self._idle:
                 self._in_progress -= 1
+                self._users[batcher] -= 1
+                if not self._users[batcher]:
+                    del self._users[batcher]
                 self._idle.notify_all()
 
-    def _predict(self, batcher: Batcher, images: np.ndarray, timeout_s: float) -> np.ndarray:
-        self._check_images(images)
+    def _predict(
+        self, batcher: Batcher, model: ModelInfo, images: np.ndarray, timeout_s: float
+    ) -> np.ndarray:
+        self._check_images(images, model)
         try:
             future = batcher.submit(images, timeout_s)
         except OverloadedError:
@@ -142,6 +185,8 @@ class ModelService:
                 load_count=self._load_count,
                 instance=self._instance,
                 images_served=self._images_served,
+                versions=self._versions,
+                last_error=self._last_error,
             )
         if self._batcher is not None:
             info = dataclasses.replace(info, queued_images=self._batcher.queued_images)
@@ -153,8 +198,8 @@ class ModelService:
         """Return this server's Prometheus exposition text."""
         return self._metrics.render()
 
-    def _check_images(self, images: Any) -> None:
-        height, width = self._model.input_size
+    def _check_images(self, images: Any, model: ModelInfo) -> None:
+        height, width = model.input_size
         if (
             not isinstance(images, np.ndarray)
             or images.dtype != np.uint8
@@ -167,7 +212,7 @@ class ModelService:
             raise InvalidRequestError(
                 f"expected uint8 images of shape (N, {height}, {width}, 3); got {dtype} {shape}"
             )
-        limit = self._model.max_batch_size
+        limit = model.max_batch_size
         if images.shape[0] > limit:
             # One call is one batch: the model never sees more than MAX_BATCH_SIZE at once.
             raise PayloadTooLargeError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -21,10 +22,10 @@ import onemodel
 from onemodel.boundary.contract import ModelInfo
 from onemodel.errors import ModelUnavailableError, OneModelError, UnsupportedMediaTypeError
 from onemodel.web.error_handlers import protocol_shape, register_error_handlers
+from onemodel.web.predictions import predict_served
 from onemodel.web.runtime import runtime
 from onemodel.web.served_model import (
     EXTENSIONS,
-    MODEL_VERSION,
     SERVER_NAME,
     check_model,
     check_outputs,
@@ -88,13 +89,18 @@ def model_ready(name: str, version: str | None = None) -> ResponseReturnValue:
 @blueprint.post(f"{_VERSIONED}/infer")
 def infer(name: str, version: str | None = None) -> ResponseReturnValue:
     """Classify a batch of images sent as an inference request."""
-    spec = _served_spec(name, version)
+    _served_spec(name, version)  # 404 before reading the body
     current = runtime()
     parsed = parse_infer_request(_read_body(), request.headers.get(HEADER_LENGTH_HEADER))
-    images = images_from(parsed, spec, current.decoder, client_socket(request))
-    check_outputs(parsed)
-    scores = current.predictor.predict(images, current.settings.request_timeout_s)
-    header: dict[str, Any] = {"model_name": spec.name, "model_version": MODEL_VERSION}
+
+    def prepare(spec: ModelInfo) -> np.ndarray:
+        check_model(spec, name, version)
+        images = images_from(parsed, spec, current.decoder, client_socket(request))
+        check_outputs(parsed)
+        return images
+
+    spec, scores = predict_served(current.predictor, prepare, current.settings.request_timeout_s)
+    header: dict[str, Any] = {"model_name": spec.name, "model_version": spec.version}
     if parsed.id is not None:
         header["id"] = parsed.id
     body, header_length = encode_infer_response(header, outputs_from(parsed, scores, spec))

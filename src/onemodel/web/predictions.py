@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from onemodel.boundary.contract import ModelBackend, ModelInfo
-from onemodel.errors import InvalidRequestError
+from onemodel.errors import InvalidRequestError, ModelChangedError
 from onemodel.settings import Settings
 from onemodel.web.image_decoder import ImageDecoder
 from onemodel.web.ranking import top_classes
+
+# Tries of one prediction when the served version changes under it (each swap costs one).
+VERSION_ATTEMPTS = 3
 
 
 class Predictor(ModelBackend, Protocol):
@@ -45,6 +48,26 @@ def top_predictions(scores: np.ndarray, labels: Sequence[str], top_k: int) -> li
     ]
 
 
+def predict_served(
+    predictor: Predictor, prepare: Callable[[ModelInfo], np.ndarray], timeout_s: float
+) -> tuple[ModelInfo, np.ndarray]:
+    """Prepare images for the served version and predict them on exactly that version.
+
+    Returns that version's spec with the scores, so the answer is labelled and named by the
+    version that computed it. When a new version took over in between (ModelChangedError),
+    the spec is read again and the images prepared again for it.
+    """
+    for attempt in range(1, VERSION_ATTEMPTS + 1):
+        spec = predictor.spec()
+        images = prepare(spec)
+        try:
+            return spec, predictor.predict(images, timeout_s, version=spec.version or None)
+        except ModelChangedError:
+            if attempt == VERSION_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
 def predict_upload(
     predictor: Predictor,
     decoder: ImageDecoder,
@@ -59,8 +82,15 @@ def predict_upload(
     ``client`` is the client's socket when the server gives it: a decode is stopped when
     the client leaves.
     """
-    spec = predictor.spec()
+
+    def prepare(spec: ModelInfo) -> np.ndarray:
+        parse_top_k(top_k_text, settings.default_top_k, len(spec.labels))  # 400 before a call
+        return decoder.prepare(data, spec.input_size, client)[np.newaxis]
+
+    spec, scores = predict_served(predictor, prepare, settings.request_timeout_s)
     top_k = parse_top_k(top_k_text, settings.default_top_k, len(spec.labels))
-    image = decoder.prepare(data, spec.input_size, client)
-    scores = predictor.predict(image[np.newaxis], settings.request_timeout_s)
-    return {"predictions": top_predictions(scores[0], spec.labels, top_k), "model": spec.name}
+    return {
+        "predictions": top_predictions(scores[0], spec.labels, top_k),
+        "model": spec.name,
+        "model_version": spec.version,
+    }

@@ -35,7 +35,6 @@ from onemodel.web.tensors import InferRequest, OutputTensor, Tensor, classify
 
 SERVER_NAME = "onemodel"
 EXTENSIONS = ("binary_tensor_data", "classification")
-MODEL_VERSION = "1"
 # The protocol's "<project>_<format>" platform name: a Keras model run by TensorFlow.
 PLATFORM = "tensorflow_keras"
 IMAGE_INPUT = "image"
@@ -47,9 +46,9 @@ def check_model(spec: ModelInfo, name: str, version: str | None) -> None:
     """Raise ModelNotFoundError unless name (and version, if one is given) is served."""
     if name != spec.name:
         raise ModelNotFoundError(f"unknown model {name!r}; this server serves {spec.name!r}")
-    if version and version != MODEL_VERSION:
+    if version and version != spec.version:
         raise ModelNotFoundError(
-            f"model {name!r} has no version {version!r}; its versions are [{MODEL_VERSION!r}]"
+            f"model {name!r} has no version {version!r} served now; it serves [{spec.version!r}]"
         )
 
 
@@ -58,7 +57,8 @@ def describe_model(spec: ModelInfo) -> dict[str, Any]:
     height, width = spec.input_size
     return {
         "name": spec.name,
-        "versions": [MODEL_VERSION],
+        # The versions a request may name: the one served now (/readyz lists the repository).
+        "versions": [spec.version],
         "platform": PLATFORM,
         "inputs": [
             {"name": IMAGE_INPUT, "datatype": "UINT8", "shape": [-1, height, width, 3]},

@@ -131,7 +131,7 @@ def test_a_pinned_version_must_exist(tmp_path: Path) -> None:
     assert _open(root, model_version=1).name == "m"
     with pytest.raises(ConfigError, match=r"MODEL_VERSION=3: no such version directory \(versions"):
         _open(root, model_version=3)
-    with pytest.raises(ConfigError, match="MODEL_VERSION=2: .*no .keras or .h5 model file"):
+    with pytest.raises(ConfigError, match=r"MODEL_VERSION=2: .*no \.keras or \.h5 model file"):
         _open(root, model_version=2)
 
 
