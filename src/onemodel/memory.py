@@ -27,3 +27,19 @@ def limit_malloc_arenas(count: int = 2) -> bool:
     except (OSError, AttributeError):  # not glibc (musl, macOS)
         return False
     return bool(mallopt(_M_ARENA_MAX, count))
+
+
+def release_free_memory() -> bool:
+    """Return freed heap memory to the system (glibc malloc_trim); return whether it ran.
+
+    Called after a model version is released: without it the old model's tensors stay in
+    the process's resident size as free heap.
+    """
+    library = ctypes.util.find_library("c")
+    if library is None:
+        return False
+    try:
+        malloc_trim = ctypes.CDLL(library).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(malloc_trim(0))

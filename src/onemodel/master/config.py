@@ -96,5 +96,8 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 # The hooks: a private model server when none is given, metric files, a clean stop.
 on_starting = hooks.on_starting
+# SIGHUP (kill -HUP <master>): Gunicorn restarts its workers gracefully and the private model
+# server looks for new model versions (see docs/versions.md).
+on_reload = hooks.on_reload
 child_exit = hooks.child_exit
 on_exit = hooks.on_exit

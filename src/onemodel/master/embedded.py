@@ -131,6 +131,13 @@ class EmbeddedModelServer:
         # ECHILD and reports an exit, which is what we want to know.
         return process is not None and process.poll() is None
 
+    def reload(self) -> None:
+        """Ask every model-server replica to look for new model versions now (SIGHUP)."""
+        with self._lock:
+            processes = [p for p in self._processes if p is not None and p.poll() is None]
+        for process in processes:
+            process.send_signal(signal.SIGHUP)
+
     def supervise(self) -> None:
         """Restart each model server whenever it dies, with exponential backoff, in a thread."""
         self._supervisor = threading.Thread(

@@ -1,4 +1,4 @@
-"""The Gunicorn master's hooks: start a private model server and the gRPC server, stop them."""
+"""The Gunicorn master's hooks: a private model server and the gRPC server, SIGHUP, stop."""
 
 from __future__ import annotations
 
@@ -106,6 +106,14 @@ def _stop_helpers() -> None:
     if embedded is not None:
         embedded.stop()
         _state["embedded"] = None
+
+
+def on_reload(server: Any) -> None:
+    """Pass the master's SIGHUP on to the private model server: it looks for new versions."""
+    embedded = _state["embedded"]
+    if embedded is not None:
+        server.log.info("asking the model server to look for new model versions")
+        embedded.reload()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -11,17 +11,14 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-import numpy as np
-
-from onemodel.boundary.contract import ModelInfo
 from onemodel.boundary.server import create_server
 from onemodel.errors import ConfigError, OneModelError
 from onemodel.logconfig import configure_logging
 from onemodel.memory import limit_malloc_arenas
-from onemodel.model_server.batcher import Batcher
-from onemodel.model_server.labels import load_labels
 from onemodel.model_server.metrics import ServerMetrics
+from onemodel.model_server.repository import open_repository
 from onemodel.model_server.service import ModelService
+from onemodel.model_server.versions import VersionWatcher, load_version
 from onemodel.settings import (
     ENGINES,
     PRECISIONS,
@@ -44,7 +41,11 @@ def parse_settings(argv: Sequence[str] | None = None, prog: str = "model_server.
         description="Serve one Keras image classifier to many web workers over a "
         "multiprocessing manager. Every flag has an environment variable; flags win.",
     )
-    parser.add_argument("--model", help="MODEL_PATH: 'vgg16' or a .keras/.h5 file")
+    parser.add_argument(
+        "--model", help="MODEL_PATH: 'vgg16', a .keras/.h5 file or a repository <name>/<version>/"
+    )
+    parser.add_argument("--model-version", type=int, help="MODEL_VERSION: serve only this one")
+    parser.add_argument("--model-poll-s", type=float, help="MODEL_POLL_S (0: only on SIGHUP)")
     parser.add_argument("--weights", help="MODEL_WEIGHTS (vgg16): imagenet, random or a file")
     parser.add_argument("--labels", help="MODEL_LABELS: text file, one class name per line")
     parser.add_argument("--preprocess", choices=PREPROCESS_MODES, help="MODEL_PREPROCESS")
@@ -61,6 +62,8 @@ def parse_settings(argv: Sequence[str] | None = None, prog: str = "model_server.
     changes: dict[str, object] = {}
     for flag, name in (
         ("model", "model_path"),
+        ("model_version", "model_version"),
+        ("model_poll_s", "model_poll_s"),
         ("weights", "weights"),
         ("labels", "labels_path"),
         ("preprocess", "preprocess"),
@@ -103,18 +106,24 @@ def run(settings: Settings) -> int:
     service = ModelService(metrics=metrics)
     server = create_server(service, address, authkey)
     stop = threading.Event()
-    _install_signal_handlers(stop)
+    # Set by SIGHUP: look for new model versions now. Installed before the model loads, so
+    # an early SIGHUP (the Gunicorn master passes its own on) cannot kill the process.
+    reload = threading.Event()
+    _install_signal_handlers(stop, reload)
     threading.Thread(target=server.serve_forever, name="manager", daemon=True).start()
     logger.info("model server listening on %s (pid %d)", address, os.getpid())
-    batcher = _load_and_attach(service, settings, metrics)
-    if batcher is None:
+    watcher = _load_and_attach(service, settings, metrics, reload)
+    if watcher is None:
         return EXIT_LOAD
+    reload.clear()  # the initial load just looked
+    watcher.start()
     stop.wait()
+    watcher.stop()  # no swap while stopping
     timeout_s = settings.model_server_drain_timeout_s
     logger.info(
         "stopping: finishing the running batch and %d queued images (at most %g s); "
         "new predictions are refused",
-        batcher.queued_images,
+        service.info().queued_images,
         timeout_s,
     )
     if service.drain(timeout_s):
@@ -126,10 +135,9 @@ def run(settings: Settings) -> int:
 
 
 def _load_and_attach(
-    service: ModelService, settings: Settings, metrics: ServerMetrics
-) -> Batcher | None:
+    service: ModelService, settings: Settings, metrics: ServerMetrics, reload: threading.Event
+) -> VersionWatcher | None:
     # Imported here: only the model server process may load TensorFlow.
-    from onemodel.model_server.loading import load_for_serving  # noqa: PLC0415
     from onemodel.model_server.model import cpu_bfloat16_flags  # noqa: PLC0415
 
     bfloat16_flags = cpu_bfloat16_flags()
@@ -145,63 +153,39 @@ def _load_and_attach(
             "OpenVINO computes in float32"
         )
     try:
-        classifier = load_for_serving(settings)
+        repository = open_repository(settings)
     except OneModelError as error:
         logger.error("%s", error.message)
         service.set_failed(error.message)
         return None
-    labels = load_labels(settings.labels_path, classifier.num_classes)
-    height, width = classifier.input_size
-    warm = classifier.predict(np.zeros((1, height, width, 3), dtype=np.uint8))
-    if warm.shape != (1, classifier.num_classes):
-        logger.error("warm-up returned shape %s", warm.shape)
-        return None
-    batcher = Batcher(
-        classifier.predict,
-        max_batch_size=settings.max_batch_size,
-        max_delay_ms=settings.max_batch_delay_ms,
-        max_queue=settings.max_queue,
-        on_batch=metrics.observe_batch,
-    )
-    batcher.start()
-    service.set_ready(
-        batcher,
-        ModelInfo(
-            state="ready",
-            name=classifier.name,
-            input_size=classifier.input_size,
-            labels=tuple(labels),
-            max_batch_size=settings.max_batch_size,
-            preprocess=classifier.preprocess_mode,
-            precision=classifier.precision,
-            engine=classifier.engine.name,
-            engine_reason=classifier.engine_reason,
-            agreement=classifier.agreement,
-            model_cache=classifier.cache,
-            cpu_bfloat16=tuple(bfloat16_flags),
-            max_batch_delay_ms=settings.max_batch_delay_ms,
-            max_queue=settings.max_queue,
+    watcher = VersionWatcher(
+        service,
+        repository,
+        lambda version: load_version(
+            settings, version, metrics.observe_batch, tuple(bfloat16_flags)
         ),
+        pinned=settings.model_version,
+        poll_s=settings.model_poll_s,
+        # Whatever the old version still runs has at most its request timeout left.
+        retire_timeout_s=settings.request_timeout_s + 5.0,
+        metrics=metrics,
+        wake=reload,
     )
-    logger.info(
-        "model %s ready on %s: input %dx%d, %d classes, preprocess %s, precision %s",
-        classifier.name,
-        classifier.engine.name,
-        height,
-        width,
-        classifier.num_classes,
-        classifier.preprocess_mode,
-        classifier.precision,
-    )
-    return batcher
+    if not watcher.load_initial():
+        return None
+    return watcher
 
 
-def _install_signal_handlers(stop: threading.Event) -> None:
+def _install_signal_handlers(stop: threading.Event, reload: threading.Event) -> None:
     def handle(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    def handle_reload(signum: int, frame: FrameType | None) -> None:
+        reload.set()
+
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGHUP, handle_reload)
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "model_server.py") -> int:
