@@ -62,7 +62,7 @@ class VersionWatcher:
         # Versions that failed to load, with the files they had then: retried when changed.
         self._failed: dict[int, tuple[tuple[tuple[str, int, int], ...], str]] = {}
         self._reported: set[tuple[int, str]] = set()
-        self._refreshing = threading.Lock()
+        self._refreshing = threading.RLock()  # one load at a time
         self._wake = wake or threading.Event()  # set: look now (e.g. by a SIGHUP handler)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -135,6 +135,11 @@ class VersionWatcher:
                 self.refresh()
             except Exception:  # keep watching: the served version is unaffected
                 logger.exception("looking for new model versions failed")
+
+    def swap_to(self, version: ModelVersion) -> bool:
+        """Load and warm a version beside the served one and swap to it; return if it did."""
+        with self._refreshing:
+            return self._swap_to(version)
 
     def _swap_to(self, version: ModelVersion) -> bool:
         name = self._repository.name
