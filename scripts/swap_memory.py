@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import time
+import weakref
 
 import numpy as np
 import psutil
@@ -56,7 +57,10 @@ def main() -> None:
     for number in range(2, args.swaps + 2):
         # The repository is a single model here, so each swap is driven by hand.
         started = time.monotonic()
+        assert watcher.batcher is not None
+        old_model = weakref.ref(watcher.batcher._predict_batch.__self__.keras_model)  # type: ignore[attr-defined]
         watcher.swap_to(ModelVersion(number, "vgg16"))
+        figures[f"v{number - 1}_model_collected"] = old_model() is None
         figures[f"v{number}_swap_s"] = round(time.monotonic() - started, 2)
         service.predict(images, 60)
         figures[f"v{number}_serving_after_release_mb"] = _rss_mb()

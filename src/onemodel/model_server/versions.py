@@ -169,24 +169,24 @@ class VersionWatcher:
             info.preprocess,
             info.precision,
         )
+        del batcher, info
         if previous is not None:
             if self._metrics is not None:
                 self._metrics.model_swaps.inc()
-            self._retire(previous, served_before.version if served_before else "?")
+            old = served_before.version if served_before is not None else "?"
+            if not self._service.retire(previous, self._retire_timeout_s):
+                logger.warning(
+                    "version %s still had predictions after %g s; they were failed",
+                    old,
+                    self._retire_timeout_s,
+                )
+            # The last reference to the old model: its tensors are garbage from here on, so
+            # collect them and give their memory back to the system.
+            del previous
+            gc.collect()
+            release_free_memory()
+            logger.info("released version %s", old)
         return True
-
-    def _retire(self, previous: Batcher, version: str) -> None:
-        if not self._service.retire(previous, self._retire_timeout_s):
-            logger.warning(
-                "version %s still had predictions after %g s; they were failed",
-                version,
-                self._retire_timeout_s,
-            )
-        del previous
-        # The old model's tensors are garbage now: give their memory back to the system.
-        gc.collect()
-        release_free_memory()
-        logger.info("released version %s", version)
 
     def _fail(self, version: ModelVersion, reason: str) -> bool:
         message = f"version {version.version}: {reason}"

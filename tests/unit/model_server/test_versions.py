@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from onemodel.boundary.contract import ModelInfo
 from onemodel.errors import ModelLoadError, ModelUnavailableError
+from onemodel.model_server import versions
 from onemodel.model_server.batcher import Batcher
 from onemodel.model_server.metrics import ServerMetrics
 from onemodel.model_server.repository import ModelVersion, open_repository
@@ -207,3 +209,21 @@ def test_wake_makes_the_thread_look_now(tmp_path: Path, loader: FakeLoader) -> N
     finally:
         watcher.stop()
     assert _predict(service) == ("2", 6)
+
+
+def test_the_old_model_is_garbage_when_memory_is_given_back(
+    tmp_path: Path, loader: FakeLoader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "m"
+    _write(root, 1, "2")
+    watcher, _, _ = _watcher(root, loader)
+    assert watcher.load_initial()
+    old = weakref.ref(loader.batchers.pop())  # the loader keeps no reference either
+    collected_at_release: list[bool] = []
+    monkeypatch.setattr(
+        versions, "release_free_memory", lambda: collected_at_release.append(old() is None)
+    )
+    _write(root, 2, "3")
+    assert watcher.refresh() is True
+    # Otherwise the process keeps the old model's memory (measured with VGG16: +490 MB).
+    assert collected_at_release == [True]

@@ -8,6 +8,7 @@ import pytest
 from onemodel.boundary.contract import ModelInfo
 from onemodel.errors import InvalidRequestError, ModelChangedError
 from onemodel.settings import Settings
+from onemodel.web.image_decoder import InProcessDecoder
 from onemodel.web.predictions import (
     VERSION_ATTEMPTS,
     parse_top_k,
@@ -89,7 +90,8 @@ def test_a_swap_between_spec_and_predict_prepares_again_for_the_new_version() ->
 def test_an_upload_answer_names_and_labels_the_version_that_computed_it(
     photo_jpeg: bytes,
 ) -> None:
-    body = predict_upload(_SwappingPredictor(), photo_jpeg, "1", Settings())
+    decoder = InProcessDecoder(max_pixels=50_000_000)
+    body = predict_upload(_SwappingPredictor(), decoder, photo_jpeg, "1", Settings())
     assert body["model"] == "m" and body["model_version"] == "2"
     assert body["predictions"][0]["label"] == "v2_2"
 
