@@ -189,8 +189,15 @@ class VersionWatcher:
         return True
 
     def _fail(self, version: ModelVersion, reason: str) -> bool:
-        message = f"version {version.version}: {reason}"
-        logger.error("%s version %s is skipped: %s", self._repository.name, version.version, reason)
+        # A single model file has one version: its error needs no version in front.
+        directory = self._repository.is_directory
+        message = f"version {version.version}: {reason}" if directory else reason
+        if directory:
+            logger.error(
+                "%s version %s is skipped: %s", self._repository.name, version.version, reason
+            )
+        else:
+            logger.error("%s", reason)
         self._failed[version.number] = (version.fingerprint, message)
         if self._metrics is not None:
             self._metrics.version_failures.inc()

@@ -227,3 +227,15 @@ def test_the_old_model_is_garbage_when_memory_is_given_back(
     assert watcher.refresh() is True
     # Otherwise the process keeps the old model's memory (measured with VGG16: +490 MB).
     assert collected_at_release == [True]
+
+
+def test_a_single_model_file_fails_with_its_own_message(tmp_path: Path, loader: FakeLoader) -> None:
+    model = tmp_path / "tiny.keras"
+    model.write_text("broken")
+    service = ModelService()
+    repository = open_repository(Settings(model_path=str(model)))
+    watcher = VersionWatcher(service, repository, loader)
+    assert watcher.load_initial() is False
+    assert service.info().reason == f"MODEL_PATH={str(model)!r} could not be loaded"
+    watcher.start()  # nothing to watch: no thread
+    assert watcher._thread is None
