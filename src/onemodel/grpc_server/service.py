@@ -32,7 +32,6 @@ from onemodel.grpc_server.status import status_code
 from onemodel.settings import Settings
 from onemodel.web.credentials import key_matches
 from onemodel.web.image_decoder import ImageDecoder
-from onemodel.web.predictions import predict_served
 from onemodel.web.served_model import (
     EXTENSIONS,
     SERVER_NAME,
@@ -41,6 +40,7 @@ from onemodel.web.served_model import (
     describe_model,
     images_from,
     outputs_from,
+    predict_served,
 )
 
 SERVICE_NAME = "inference.GRPCInferenceService"

@@ -22,7 +22,6 @@ import onemodel
 from onemodel.boundary.contract import ModelInfo
 from onemodel.errors import ModelUnavailableError, OneModelError, UnsupportedMediaTypeError
 from onemodel.web.error_handlers import protocol_shape, register_error_handlers
-from onemodel.web.predictions import predict_served
 from onemodel.web.runtime import runtime
 from onemodel.web.served_model import (
     EXTENSIONS,
@@ -32,6 +31,7 @@ from onemodel.web.served_model import (
     describe_model,
     images_from,
     outputs_from,
+    predict_served,
 )
 from onemodel.web.tensors import HEADER_LENGTH_HEADER, encode_infer_response, parse_infer_request
 from onemodel.web.uploads import client_socket

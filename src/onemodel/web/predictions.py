@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from onemodel.boundary.contract import ModelBackend, ModelInfo
-from onemodel.errors import InvalidRequestError, ModelChangedError
+from onemodel.errors import InvalidRequestError
 from onemodel.settings import Settings
 from onemodel.web.image_decoder import ImageDecoder
 from onemodel.web.ranking import top_classes
-
-# Tries of one prediction when the served version changes under it (each swap costs one).
-VERSION_ATTEMPTS = 3
+from onemodel.web.served_model import predict_served
 
 
 class Predictor(ModelBackend, Protocol):
@@ -46,26 +44,6 @@ def top_predictions(scores: np.ndarray, labels: Sequence[str], top_k: int) -> li
         {"index": index, "label": labels[index], "score": round(float(row[index]), 6)}
         for index in top_classes(row, top_k)[0]
     ]
-
-
-def predict_served(
-    predictor: Predictor, prepare: Callable[[ModelInfo], np.ndarray], timeout_s: float
-) -> tuple[ModelInfo, np.ndarray]:
-    """Prepare images for the served version and predict them on exactly that version.
-
-    Returns that version's spec with the scores, so the answer is labelled and named by the
-    version that computed it. When a new version took over in between (ModelChangedError),
-    the spec is read again and the images prepared again for it.
-    """
-    for attempt in range(1, VERSION_ATTEMPTS + 1):
-        spec = predictor.spec()
-        images = prepare(spec)
-        try:
-            return spec, predictor.predict(images, timeout_s, version=spec.version or None)
-        except ModelChangedError:
-            if attempt == VERSION_ATTEMPTS:
-                raise
-    raise AssertionError("unreachable")
 
 
 def predict_upload(

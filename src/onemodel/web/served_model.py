@@ -19,13 +19,15 @@ calls these functions, so a request means the same whichever way it came.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
-from onemodel.boundary.contract import ModelInfo
+from onemodel.boundary.contract import ModelBackend, ModelInfo
 from onemodel.errors import (
     InvalidRequestError,
+    ModelChangedError,
     ModelNotFoundError,
     OneModelError,
     PayloadTooLargeError,
@@ -40,6 +42,38 @@ PLATFORM = "tensorflow_keras"
 IMAGE_INPUT = "image"
 IMAGE_BYTES_INPUT = "image_bytes"
 PROBABILITIES_OUTPUT = "probabilities"
+
+
+# Tries of one prediction when the served version changes under it (each swap costs one).
+VERSION_ATTEMPTS = 3
+
+
+class ServedBackend(ModelBackend, Protocol):
+    """The model server as a transport sees it: predictions and the served model's info."""
+
+    def spec(self) -> ModelInfo:
+        """Return the ready model's info, or raise ModelUnavailableError."""
+        ...
+
+
+def predict_served(
+    predictor: ServedBackend, prepare: Callable[[ModelInfo], np.ndarray], timeout_s: float
+) -> tuple[ModelInfo, np.ndarray]:
+    """Prepare images for the served version and predict them on exactly that version.
+
+    Returns that version's spec with the scores, so the answer is labelled and named by the
+    version that computed it. When a new version took over in between (ModelChangedError),
+    the spec is read again and the images prepared again for it.
+    """
+    for attempt in range(1, VERSION_ATTEMPTS + 1):
+        spec = predictor.spec()
+        images = prepare(spec)
+        try:
+            return spec, predictor.predict(images, timeout_s, version=spec.version or None)
+        except ModelChangedError:
+            if attempt == VERSION_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 def check_model(spec: ModelInfo, name: str, version: str | None) -> None:

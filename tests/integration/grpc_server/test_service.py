@@ -37,11 +37,13 @@ class SlowPredictor(FakePredictor):
         self.timeouts: list[float] = []
         self.release = threading.Event()
 
-    def predict(self, images: np.ndarray, timeout_s: float) -> np.ndarray:
+    def predict(
+        self, images: np.ndarray, timeout_s: float, version: str | None = None
+    ) -> np.ndarray:
         self.timeouts.append(timeout_s)
         if self.delay_s:
             self.release.wait(self.delay_s)
-        return super().predict(images, timeout_s)
+        return super().predict(images, timeout_s, version)
 
 
 @pytest.fixture

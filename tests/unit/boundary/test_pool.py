@@ -39,7 +39,11 @@ class FakeReplica:
         self.lock = threading.Lock()
 
     def predict(
-        self, images: np.ndarray, timeout_s: float, abandon: Callable[[], bool] | None = None
+        self,
+        images: np.ndarray,
+        timeout_s: float,
+        version: str | None = None,
+        abandon: Callable[[], bool] | None = None,
     ) -> np.ndarray:
         if self.error is not None:
             raise self.error

@@ -9,13 +9,8 @@ from onemodel.boundary.contract import ModelInfo
 from onemodel.errors import InvalidRequestError, ModelChangedError
 from onemodel.settings import Settings
 from onemodel.web.image_decoder import InProcessDecoder
-from onemodel.web.predictions import (
-    VERSION_ATTEMPTS,
-    parse_top_k,
-    predict_served,
-    predict_upload,
-    top_predictions,
-)
+from onemodel.web.predictions import parse_top_k, predict_upload, top_predictions
+from onemodel.web.served_model import VERSION_ATTEMPTS, predict_served
 
 
 def test_top_predictions_sorted_with_labels() -> None:
