@@ -15,6 +15,7 @@ from onemodel.boundary.contract import ModelInfo
 from onemodel.boundary.pool import ModelPool, label_exposition
 from onemodel.errors import (
     InvalidRequestError,
+    ModelChangedError,
     ModelServerStoppingError,
     ModelUnavailableError,
     OverloadedError,
@@ -416,3 +417,17 @@ def test_fill_packs_the_busiest_replica_below_its_batch_limit(
 def test_unknown_balance_is_refused() -> None:
     with pytest.raises(ValueError, match="balance"):
         ModelPool([ADDRESS_A], b"k" * 32, balance="random")
+
+
+def test_a_replica_on_another_version_is_not_failed_over_and_the_spec_is_read_again(
+    make_pool: Callable[..., ModelPool], fleet: Fleet
+) -> None:
+    pool = make_pool([ADDRESS_A], probe_interval_s=60.0)
+    replica = fleet.factory(ADDRESS_A, 1.0)
+    first = pool.spec()
+    replica.error = ModelChangedError("version 1 of 'fake' is no longer served; version 2 is")
+    with pytest.raises(ModelChangedError):
+        pool.predict(IMAGES, timeout_s=1.0, version="1")
+    assert pool.replica_statuses()[0].ready  # healthy: it serves another version
+    replica.error = None
+    assert pool.spec() is not first  # read again, not the cached one
