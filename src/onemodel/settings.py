@@ -200,7 +200,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables; a bad value raises ConfigError."""
         env = os.environ if environ is None else environ
-        parser = _EnvParser(env)
+        parser = EnvParser(env)
         address_text = env.get("MODEL_SERVER_ADDRESS", "").strip()
         request_timeout_s = parser.number("REQUEST_TIMEOUT_S", cls.request_timeout_s, minimum=0.001)
         # Unset, a decode gets 3 s, or half the request's time when that is shorter.
@@ -408,7 +408,7 @@ def read_api_keys(env: Mapping[str, str]) -> tuple[bytes, ...]:
     return tuple(keys)
 
 
-class _EnvParser:
+class EnvParser:
     """Parse typed values from an environment mapping with errors naming the variable."""
 
     def __init__(self, env: Mapping[str, str]) -> None:

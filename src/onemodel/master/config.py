@@ -10,22 +10,13 @@ from __future__ import annotations
 
 import os
 
-from onemodel.errors import ConfigError
 from onemodel.master import hooks
+from onemodel.settings import EnvParser
 
 
 def _integer(name: str, default: int, minimum: int) -> int:
     """Read an integer variable; a bad value raises ConfigError naming it."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"{name}={text!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={text!r} must be at least {minimum}")
-    return value
+    return EnvParser(os.environ).integer(name, default, minimum)
 
 
 # Where to listen. Default 127.0.0.1:8000; HOST and PORT change it (the container sets
