@@ -39,7 +39,7 @@ threads = _integer("WEB_THREADS", 8, minimum=1)
 # has fully arrived: the worker's event loop reads heads and bodies without blocking, with
 # deadlines (REQUEST_HEADER_TIMEOUT_S, REQUEST_BODY_TIMEOUT_S), so slow or idle clients
 # cannot hold the threads (slowloris). It also answers Gunicorn's own errors (400, 408,
-# 413, 414, 431, 501) as JSON with an X-Request-ID. See docs/slow-clients.md.
+# 413, 414, 431, 501) as JSON with an X-Request-ID. See docs/hostile-clients.md.
 worker_class = "onemodel.web.worker.GuardedThreadWorker"
 
 # Connections one worker holds at once (reading, idle, being answered). Default 1000;
