@@ -228,10 +228,12 @@ def test_web_tier_with_the_wrong_authkey_is_not_ready_and_says_why(
     refusals_before = stack.file_server.log().count("refused a client")
     response = stack.get(stack.with_wrong_key, "/readyz")
     assert response.status_code == 503
-    assert response.json() == {
+    body = response.json()
+    assert {key: body[key] for key in ("ready", "reason")} == {
         "ready": False,
         "reason": "the model server refused our authkey (MODEL_SERVER_AUTHKEY differs)",
     }
+    assert [replica["ready"] for replica in body["replicas"]] == [False]
     predict = stack.post(stack.with_wrong_key, "/predict", files={"file": ("a.jpg", photo_jpeg)})
     assert predict.status_code == 503 and predict.json()["error"]["code"] == "model_unavailable"
     assert predict.headers["Retry-After"] == "1"

@@ -255,7 +255,13 @@ def test_embedded_model_server_is_restarted_when_killed(
 
     second = wait_until(back, 120, "the restarted model server")
     assert second["load_count"] == 1
-    assert deployment.post("/predict", photo_jpeg).status_code == 200
+    # Each worker's pool uses it again once its own probe saw it ready (about 1 s).
+    for _ in range(4):
+        wait_until(
+            lambda: deployment.post("/predict", photo_jpeg).status_code == 200,
+            10,
+            "a prediction from every worker after the restart",
+        )
     assert deployment.worker_pids() == workers  # no worker was restarted
 
 
@@ -291,10 +297,19 @@ def test_external_model_server_goes_away_and_comes_back(
 
         model_server = start_model_server(server_env, tmp_path / "model2.log")
         wait_ready(base_url, timeout_s=120)
-        predict = requests.post(
-            f"{base_url}/predict", files={"file": ("a.jpg", photo_jpeg)}, timeout=30
-        )
-        assert predict.status_code == 200
+        # Each worker's pool uses the server again once its own probe has seen it ready
+        # (MODEL_SERVER_PROBE_INTERVAL_S, 1 s): every worker serves within a few seconds.
+        for _ in range(4):
+            wait_until(
+                lambda: (
+                    requests.post(
+                        f"{base_url}/predict", files={"file": ("a.jpg", photo_jpeg)}, timeout=30
+                    ).status_code
+                    == 200
+                ),
+                10,
+                "a prediction after the model server came back",
+            )
         # Gunicorn was not restarted: same master, same workers.
         assert gunicorn.process.poll() is None
         assert (
@@ -365,12 +380,14 @@ def test_metrics_aggregate_every_worker_and_the_model_server(
     after = _scrape(deployment.base_url)
     # Counts from both workers are summed: nothing lost, nothing doubled.
     assert after[key] - before.get(key, 0.0) == sent + 8
-    assert after[("onemodel_batch_size_count", ())] > before.get(
-        ("onemodel_batch_size_count", ()), 0.0
+    # The model server's own samples, labelled by the pool with the replica they came from.
+    replica = (("replica", "0"),)
+    assert after[("onemodel_batch_size_count", replica)] > before.get(
+        ("onemodel_batch_size_count", replica), 0.0
     )
-    assert after[("onemodel_images_total", ())] >= sent + 8
-    assert after[("onemodel_model_loads_total", ())] >= 1
-    assert ("onemodel_queue_depth", ()) in after
+    assert after[("onemodel_images_total", replica)] >= sent + 8
+    assert after[("onemodel_model_loads_total", replica)] >= 1
+    assert ("onemodel_queue_depth", replica) in after
     assert after[("onemodel_model_server_up", ())] == 1
     assert (
         "onemodel_http_request_duration_seconds_bucket",

@@ -24,6 +24,7 @@ from onemodel.model_server.model import (
     Classifier,
     cached_imagenet_weights,
     load_classifier,
+    warn_if_random_weights,
 )
 from onemodel.model_server.model_cache import CacheEntry, CacheMetadata, ModelCache, cache_key
 from onemodel.model_server.preprocessing import preprocess
@@ -102,9 +103,14 @@ def _load_openvino(settings: Settings, toolkit: Toolkit) -> Classifier:
         entry = cache.lookup(key)
         if entry is not None:
             try:
-                return _from_cache(entry, settings, toolkit)
+                classifier = _from_cache(entry, settings, toolkit)
             except Exception as error:  # a damaged IR: convert again
                 logger.warning("cache entry %s unusable (%s): converting again", entry, error)
+            else:
+                warn_if_random_weights(
+                    settings.model_path, settings.weights
+                )  # nothing built to say it
+                return classifier
     reference = load_classifier(settings.replace(precision="float32"))
     try:
         classifier, model, agreement = _convert_and_verify(reference, settings.precision, toolkit)

@@ -89,12 +89,18 @@ def cpu_bfloat16_flags(cpuinfo_path: str = "/proc/cpuinfo") -> list[str]:
     return sorted(flags & {"amx_bf16", "amx_tile", "avx512_bf16"})
 
 
-def _build_vgg16(keras: Any, weights: str, precision: str) -> Any:
-    if weights == "random":
+def warn_if_random_weights(model_path: str, weights: str) -> None:
+    """Say loudly that VGG16 with random weights predicts nothing (built or from a cache)."""
+    if model_path == "vgg16" and weights == "random":
         logger.warning(
             "MODEL_WEIGHTS=random: VGG16 is randomly initialised and its predictions are "
             "MEANINGLESS. Use it only for demos, tests and benchmarks."
         )
+
+
+def _build_vgg16(keras: Any, weights: str, precision: str) -> Any:
+    if weights == "random":
+        warn_if_random_weights("vgg16", weights)
         return _vgg16(keras, precision, weights=None)
     if weights == "imagenet":
         cached = cached_imagenet_weights()

@@ -8,6 +8,7 @@ valid images come back exactly as an in-process decode gives them.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import signal
 import socket
@@ -153,6 +154,10 @@ def test_a_decoder_that_dies_costs_only_its_request(pool: DecoderPool, photo_jpe
 def test_a_real_decoder_crash_costs_only_its_request(
     pool: DecoderPool, photo_jpeg: bytes, caplog: pytest.LogCaptureFixture, crash: str, data: bytes
 ) -> None:
+    # Earlier in-process imports (TensorFlow, OpenVINO, Gunicorn) may reconfigure logging and
+    # disable loggers that already exist; this test reads the pool's own warning.
+    logging.getLogger("onemodel.web.decoder_pool").disabled = False
+    caplog.set_level(logging.WARNING, logger="onemodel.web.decoder_pool")
     pool.prepare(photo_jpeg, SIZE)
     (pid,) = pool.pids()
     with pytest.raises(DecoderFailedError, match="decoder failed"):
