@@ -11,7 +11,7 @@ KSERVE_VENV ?= .venv-kserve
 KSERVE_STAMP := $(KSERVE_VENV)/.installed
 ENGINE_UP := ../shared/container/engine-up
 
-.PHONY: help install serve test test-fast lint dist bench bench-quick precision soak fuzz docker constraints clean kserve-venv grpc-stubs bench-protocols
+.PHONY: help install serve test test-fast lint dist bench bench-quick precision soak fuzz docker constraints clean kserve-venv grpc-stubs bench-protocols bench-pool
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -68,6 +68,9 @@ bench-quick: $(STAMP)  ## quick benchmark (< 3 min)
 
 bench-protocols: $(STAMP)  ## gRPC beside HTTP at 1/8/16 clients, tiny model (~5 min): bench/results/protocols.json
 	$(PY) bench/protocols.py
+
+bench-pool: $(STAMP)  ## one vs two model servers, kill -9 and SIGTERM under load (~5 min): bench/results/pool.json
+	$(PY) bench/pool.py
 
 precision: $(STAMP)  ## float32 vs bfloat16 on 120 varied images (~3 min): bench/results/precision.json
 	$(PY) scripts/precision_accuracy.py
