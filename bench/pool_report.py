@@ -35,9 +35,10 @@ FAULT_HEADERS = (
     "longest gap without a 200 (s)",
     "p95 ms meanwhile",
     "200/s meanwhile",
-    "exited (s)",
+    "gone (s)",
     "ready again (s)",
     "serving again (s)",
+    "drain logged",
 )
 MEMORY_HEADERS = ("model servers", "total PSS MiB", "total RSS MiB", "PSS by role (MiB)")
 
@@ -99,7 +100,7 @@ def fault_rows(pool: Mapping[str, Any]) -> list[list[object]]:
         for name, event in system.get("events", {}).items():
             label = FAULT_LABELS.get(name, name)
             if "error" in event:
-                rows.append([system["replicas"], label, "failed: " + event["error"], *["-"] * 7])
+                rows.append([system["replicas"], label, "failed: " + event["error"], *["-"] * 8])
                 continue
             rows.append(
                 [
@@ -113,6 +114,7 @@ def fault_rows(pool: Mapping[str, Any]) -> list[list[object]]:
                     _s(event["exit_s"]),
                     _s(event["ready_s"]),
                     _s(event["serving_s"]),
+                    {True: "yes", False: "**no**"}.get(event.get("drain_logged"), "-"),
                 ]
             )
     return rows

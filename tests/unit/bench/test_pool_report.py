@@ -12,8 +12,10 @@ import pool_report
 import report
 
 
-def _event(non_200: int, statuses: dict[str, int], serving_s: float | None) -> dict[str, Any]:
-    return {
+def _event(
+    non_200: int, statuses: dict[str, int], serving_s: float | None, drained: bool | None = None
+) -> dict[str, Any]:
+    event = {
         "requests": sum(statuses.values()),
         "statuses": statuses,
         "non_200": non_200,
@@ -25,6 +27,7 @@ def _event(non_200: int, statuses: dict[str, int], serving_s: float | None) -> d
         "serving_s": serving_s,
         "ready_to_serving_s": None if serving_s is None else 0.2,
     }
+    return event if drained is None else {**event, "drain_logged": drained}
 
 
 def _memory(model_servers: int) -> dict[str, Any]:
@@ -76,7 +79,7 @@ POOL = {
             "memory": _memory(2),
             "events": {
                 "kill-9": _event(0, {"200": 7000}, 40.0),
-                "sigterm": _event(0, {"200": 9000}, None),
+                "sigterm": _event(0, {"200": 9000}, None, drained=True),
             },
         },
     ],
@@ -86,8 +89,11 @@ POOL = {
 def test_the_section_has_every_table_with_the_figures() -> None:
     text = "\n".join(pool_report.markdown_lines(POOL, report.markdown_table))
     assert text.startswith("### One vs two model servers")
-    assert "| 1 | kill -9 | 2600 | 1800 (503: 1800) | 25.40 |" in text
-    assert "| 2 | SIGTERM | 9000 | 0 | 0.21 | 40.0 | 150 | 0.01 | never | never |" in text
+    assert (
+        "| 1 | kill -9 | 2600 | 1800 (503: 1800) | 25.40 | 40.0 | 150 | 0.01 | 25.30 | 25.50 | - |"
+        in text
+    )
+    assert "| 2 | SIGTERM | 9000 | 0 | 0.21 | 40.0 | 150 | 0.01 | never | never | yes |" in text
     assert "| 2 | 205 | 30.0 | 60.0 | 90.0 | 0 | 480 / 520 | 0.92 | 12% |" in text
     assert "| 2 | 815 | 1020 | master 15; model_server 2 x 400 |" in text
     # The SIGTERM victim never served again: the rejoin target is missed, the rest met.
