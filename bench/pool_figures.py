@@ -161,7 +161,8 @@ def served_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[st
 
 def evaluate(pool: Mapping[str, Any]) -> list[Verdict]:
     """Return the issue's targets for the two-replica system (not measured when absent)."""
-    system = next((s for s in pool.get("systems", []) if s.get("replicas") == 2), {})
+    systems: list[dict[str, Any]] = pool.get("systems", [])
+    system = next((s for s in systems if s.get("replicas") == 2), {})
     events = system.get("events", {})
     verdicts = [
         _every_request_ok("2 replicas, 8 clients: kill -9 of one", events.get("kill-9")),
