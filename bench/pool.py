@@ -69,10 +69,12 @@ MAX_REQUESTS = 100_000  # per load: far above what 8 clients complete in FAULT_M
 # A client that got an error waits this long before its next request, as a polite client
 # does: without it, a lone server's fast 503s would be counted by the ten thousand.
 PAUSE_AFTER_FAILURE_S = 0.1
-# Each fault and its victim: (name, signal, index of the replica, by address order).
+# The faults, in order: (name, signal). _faults() picks each one's victim.
 FAULTS = (("kill-9", signal.SIGKILL), ("sigterm", signal.SIGTERM))
 DRAIN_LOG_LINE = "every accepted prediction was answered"
 Log = Callable[[str], None]
+# What a phase may fail with; recorded in the results instead of ending the run.
+MEASURE_ERRORS = (RuntimeError, TimeoutError, OSError, ValueError, KeyError, psutil.Error)
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class Deployment:
         self.replicas = replicas
         self.server = server
         self.launcher = launcher
+        self.startup_s = 0.0
 
     @property
     def name(self) -> str:
@@ -189,24 +192,34 @@ def measure(config: PoolConfig, log: Log = log_line) -> dict[str, Any]:
         for n in REPLICA_COUNTS:
             try:
                 deployments[n] = _start(n, config, stack, body, content_type, log)
-            except (RuntimeError, TimeoutError, OSError) as error:
+            except MEASURE_ERRORS as error:
                 log(f"pool: {n} replica(s) did not start: {error}")
                 systems[n]["error"] = str(error)
                 continue
-            systems[n]["startup_s"] = deployments[n].server.ready_info.get("startup_s")
+            systems[n]["startup_s"] = deployments[n].startup_s
             systems[n]["engine"] = deployments[n].server.ready_info.get("engine")
             if n == REPLICA_COUNTS[0]:
                 # Alone on the machine: PSS splits pages shared with another deployment.
                 systems[n]["memory"] = memory_by_role(deployments[n].server.started, onemodel_role)
-        for n, steady in _steady(list(deployments.values()), config, body, content_type, log):
-            systems[n].update(steady)
+        try:
+            for n, steady in _steady(list(deployments.values()), config, body, content_type, log):
+                systems[n].update(steady)
+        except MEASURE_ERRORS as error:
+            # Recorded, not raised: inside `make bench` the other results must survive.
+            log(f"pool: the steady rounds failed: {error!r}")
+            results["error"] = f"steady rounds: {error!r}"
         for n, deployment in deployments.items():
             if n != REPLICA_COUNTS[0]:
                 systems[n]["memory"] = memory_by_role(deployment.server.started, onemodel_role)
-            systems[n]["events"] = {
-                name: _fault(deployment, name, signum, index, config, body, content_type, log)
-                for index, (name, signum) in _faults(n)
-            }
+            events = systems[n]["events"] = {}
+            for index, (name, signum) in _faults(n):
+                try:
+                    events[name] = _fault(
+                        deployment, name, signum, index, config, body, content_type, log
+                    )
+                except MEASURE_ERRORS as error:
+                    log(f"pool: {deployment.name} {name} failed: {error!r}")
+                    events[name] = {"error": repr(error)}
             deployment.stop()
     results["systems"] = [systems[n] for n in REPLICA_COUNTS]
     results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
@@ -246,7 +259,7 @@ def _start(  # noqa: PLR0917
     server = start_server("onemodel", spec, launcher, START_TIMEOUT_S)
     deployment = Deployment(replicas, server, launcher)
     deployment.wait_all_ready(START_TIMEOUT_S)
-    server.ready_info["startup_s"] = round(time.monotonic() - began, 2)
+    deployment.startup_s = round(time.monotonic() - began, 2)
     failures = loadgen.warm_up(server.predict_url, config.upload, config.clients)
     with ClosedLoop(
         server.predict_url, body, content_type, config.clients, WARM_S, MAX_REQUESTS
@@ -254,7 +267,7 @@ def _start(  # noqa: PLR0917
         loadgen.pause(WARM_S)
     failures += sum(not outcome.ok for outcome in warm.outcomes())
     log(
-        f"pool: {deployment.name} ready in {server.ready_info['startup_s']:.1f} s "
+        f"pool: {deployment.name} ready in {deployment.startup_s:.1f} s "
         f"(engine {server.ready_info.get('engine')}), {failures} failed warm-up requests"
     )
     return deployment
