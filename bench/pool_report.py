@@ -40,7 +40,13 @@ FAULT_HEADERS = (
     "serving again (s)",
     "drain logged",
 )
-MEMORY_HEADERS = ("model servers", "total PSS MiB", "total RSS MiB", "PSS by role (MiB)")
+MEMORY_HEADERS = (
+    "model servers",
+    "total PSS MiB",
+    "total USS MiB",
+    "total RSS MiB",
+    "PSS by role (MiB)",
+)
 
 
 def tables(pool: Mapping[str, Any]) -> list[tuple[str, Sequence[str], list[list[object]]]]:
@@ -137,6 +143,7 @@ def memory_rows(pool: Mapping[str, Any]) -> list[list[object]]:
             [
                 system["replicas"],
                 f"{memory['pss_bytes'] / MIB:.0f}",
+                f"{memory['uss_bytes'] / MIB:.0f}",
                 f"{memory['rss_bytes'] / MIB:.0f}",
                 roles,
             ]
@@ -161,10 +168,12 @@ def method(pool: Mapping[str, Any]) -> str:
         "times are since the signal; `ready again` and `serving again` come from `/readyz` "
         "(the replica listed ready, then with more images served), polled every 0.1 s. "
         f"After an error a client waits {config.get('pause_after_failure_s')} s before its "
-        "next request. Memory is measured with no other deployment of the bench running "
-        f"(load average {_load(pool.get('load_average_start'))} at start, "
+        "next request. Memory is measured with no other deployment of the bench running; "
+        "USS counts the pages no other process shares, PSS splits shared ones (also with "
+        "processes outside the bench). Load average "
+        f"{_load(pool.get('load_average_start'))} at start, "
         f"{_load(pool.get('load_average_end'))} at end; "
-        f"{pool.get('elapsed_s', 0) / 60:.1f} minutes)."
+        f"{pool.get('elapsed_s', 0) / 60:.1f} minutes."
     )
 
 

@@ -43,6 +43,7 @@ def _memory(model_servers: int) -> dict[str, Any]:
     return {
         "rss_bytes": (20 + 500 * model_servers) * mib,
         "pss_bytes": (15 + 400 * model_servers) * mib,
+        "uss_bytes": (10 + 300 * model_servers) * mib,
         "roles": roles,
     }
 
@@ -95,7 +96,7 @@ def test_the_section_has_every_table_with_the_figures() -> None:
     )
     assert "| 2 | SIGTERM | 9000 | 0 | 0.21 | 40.0 | 150 | 0.01 | never | never | yes |" in text
     assert "| 2 | 205 | 30.0 | 60.0 | 90.0 | 0 | 480 / 520 | 0.92 | 12% |" in text
-    assert "| 2 | 815 | 1020 | master 15; model_server 2 x 400 |" in text
+    assert "| 2 | 815 | 610 | 1020 | master 15; model_server 2 x 400 |" in text
     # The SIGTERM victim never served again: the rejoin target is missed, the rest met.
     assert text.count("| met |") == 3 and text.count("| **missed** |") == 1
 
