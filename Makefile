@@ -11,7 +11,7 @@ KSERVE_VENV ?= .venv-kserve
 KSERVE_STAMP := $(KSERVE_VENV)/.installed
 ENGINE_UP := ../shared/container/engine-up
 
-.PHONY: help install serve test test-fast lint dist bench bench-quick precision soak fuzz docker constraints clean kserve-venv grpc-stubs bench-protocols bench-pool
+.PHONY: help install serve test test-fast lint dist bench bench-quick precision soak fuzz docker constraints clean kserve-venv grpc-stubs bench-protocols
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -60,7 +60,7 @@ lint: $(STAMP)  ## ruff format --check, ruff check and mypy --strict src (pinned
 dist: $(STAMP)  ## build the sdist and the wheel users install (python -m build) into dist/
 	rm -rf dist && $(PY) -m build --outdir dist .
 
-bench: $(STAMP)  ## full benchmark (~25 min): docs/benchmarks.md, bench/results/latest.*
+bench: $(STAMP)  ## full benchmark (~20 min): docs/benchmarks.md, bench/results/latest.*
 	$(PY) bench/run.py
 
 bench-quick: $(STAMP)  ## quick benchmark (< 3 min)
@@ -69,6 +69,7 @@ bench-quick: $(STAMP)  ## quick benchmark (< 3 min)
 bench-protocols: $(STAMP)  ## gRPC beside HTTP at 1/8/16 clients, tiny model (~5 min): bench/results/protocols.json
 	$(PY) bench/protocols.py
 
+.PHONY: bench-pool
 bench-pool: $(STAMP)  ## one vs two model servers, kill -9 and SIGTERM under load (~5 min): bench/results/pool.json
 	$(PY) bench/pool.py
 

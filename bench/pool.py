@@ -96,7 +96,8 @@ class PoolConfig:
     def for_run(cls, run: RunConfig) -> PoolConfig:
         """Return the configuration bench/run.py's full mode measures with (its web shape)."""
         return cls(
-            model_path=run.model_paths["tiny"],
+            # Built once into bench/.cache; the run's own panels may not use it.
+            model_path=str(assets.ensure_tiny_model()),
             upload=run.uploads["224"].path,
             log_dir=run.log_dir / "pool",
             engine=run.engine,

@@ -65,12 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--web-concurrency", type=int, default=4, help="onemodel workers")
     parser.add_argument("--web-threads", type=int, default=8, help="onemodel threads per worker")
     parser.add_argument(
-        "--no-sweep", action="store_true", help="full mode: skip trying other worker/thread counts"
-    )
-    parser.add_argument(
         "--no-pool",
         action="store_true",
         help="full mode: skip one vs two model servers under faults (bench/pool.py)",
+    )
+    parser.add_argument(
+        "--no-sweep", action="store_true", help="full mode: skip trying other worker/thread counts"
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
     parser.add_argument(
