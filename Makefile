@@ -69,6 +69,10 @@ bench-quick: $(STAMP)  ## quick benchmark (< 3 min)
 bench-protocols: $(STAMP)  ## gRPC beside HTTP at 1/8/16 clients, tiny model (~5 min): bench/results/protocols.json
 	$(PY) bench/protocols.py
 
+.PHONY: bench-pool
+bench-pool: $(STAMP)  ## one vs two model servers, kill -9 and SIGTERM under load (~5 min): bench/results/pool.json
+	$(PY) bench/pool.py
+
 precision: $(STAMP)  ## float32 vs bfloat16 on 120 varied images (~3 min): bench/results/precision.json
 	$(PY) scripts/precision_accuracy.py
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pool_report
 from targets import Verdict
 
 BENCH = Path(__file__).resolve().parent
@@ -227,6 +228,7 @@ def terminal_report(results: dict[str, Any], verdicts: list[Verdict]) -> str:
             "\n=== onemodel web-tier sweep",
             text_table(SWEEP_HEADERS, sweep_rows(results["sweep"])),
         ]
+    parts += pool_report.text_lines(results.get("pool"), text_table)
     plain = [[*row[:3], str(row[3]).replace("*", "")] for row in target_rows(verdicts)]
     parts += ["\n=== targets", text_table(TARGET_HEADERS, plain)]
     return "\n".join(parts)
@@ -312,6 +314,7 @@ def _summary_lines(results: dict[str, Any], verdicts: list[Verdict], chart: str)
             markdown_table(SWEEP_HEADERS, sweep_rows(results["sweep"])),
         ]
     lines += ["", f"![throughput and p95 latency]({chart})", ""]
+    lines += pool_report.markdown_lines(results.get("pool"), markdown_table)
     return lines
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import assets
 import environment
+import pool
 import report
 from plan import SYSTEMS, Plan, build_plan
 from runner import RunConfig, Runner, log_line
@@ -63,6 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--web-concurrency", type=int, default=4, help="onemodel workers")
     parser.add_argument("--web-threads", type=int, default=8, help="onemodel threads per worker")
+    parser.add_argument(
+        "--no-pool",
+        action="store_true",
+        help="full mode: skip one vs two model servers under faults (bench/pool.py)",
+    )
     parser.add_argument(
         "--no-sweep", action="store_true", help="full mode: skip trying other worker/thread counts"
     )
@@ -135,6 +141,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     plan = make_plan(args)
     log_line(f"{plan.mode} run, logs in {config.log_dir}")
     measured = Runner(plan, config).run()
+    if plan.mode == "full" and "onemodel" in args.system_list and not args.no_pool:
+        measured["pool"] = pool.measure(pool.PoolConfig.for_run(config))
     meta = {
         "stamp": stamp,
         "mode": plan.mode,
