@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+import numpy as np
+
 
 def main() -> None:
     """Save a seeded conv net with the given input size and class count."""
@@ -13,6 +15,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--fragile",
+        action="store_true",
+        help="int8-fragile: the class scores differ by much less than the weights' scale",
+    )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # noqa: PLC0415
@@ -23,9 +30,19 @@ def main() -> None:
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
     x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(args.classes)(x)
+    dense = keras.layers.Dense(args.classes)
+    x = dense(x)
     outputs = keras.layers.Activation("softmax", dtype="float32")(x)
-    keras.Model(inputs, outputs, name="tiny").save(args.path)
+    if args.fragile:
+        # Every class shares a large common weight and differs by 1 % of it: int8's
+        # per-channel rounding of the weights (about 0.4 % of their range) then reorders
+        # the classes of many images, as a real model's ambiguous images are reordered.
+        rng = np.random.default_rng(args.seed)
+        kernel, bias = dense.get_weights()
+        common = rng.uniform(1.0, 2.0, size=(kernel.shape[0], 1))
+        kernel = common + 0.01 * rng.standard_normal(kernel.shape)
+        dense.set_weights([kernel.astype("float32"), np.zeros_like(bias)])
+    keras.Model(inputs, outputs, name="fragile" if args.fragile else "tiny").save(args.path)
 
 
 if __name__ == "__main__":

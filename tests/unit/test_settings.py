@@ -297,3 +297,39 @@ def test_balance_setting() -> None:
     assert Settings.from_env({"MODEL_SERVER_BALANCE": "Fill"}).model_server_balance == "fill"
     with pytest.raises(ConfigError, match="MODEL_SERVER_BALANCE='spray'"):
         Settings.from_env({"MODEL_SERVER_BALANCE": "spray"})
+
+
+def test_int8_settings_from_the_environment(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "MODEL_PRECISION": "int8",
+            "MODEL_CALIBRATION_DIR": str(tmp_path),
+            "MODEL_MIN_AGREEMENT": "0.95",
+        }
+    )
+    assert (settings.precision, settings.calibration_dir, settings.min_agreement) == (
+        "int8",
+        str(tmp_path),
+        0.95,
+    )
+    assert Settings.from_env({}).min_agreement == 0.99
+    assert Settings.from_env({"MODEL_MIN_AGREEMENT": "1"}).min_agreement == 1.0
+
+
+@pytest.mark.parametrize("value", ["1.01", "-0.1", "abc", "nan", "inf"])
+def test_min_agreement_must_be_between_0_and_1(value: str) -> None:
+    with pytest.raises(ConfigError, match=f"MODEL_MIN_AGREEMENT={value}|'{value}'"):
+        Settings.from_env({"MODEL_MIN_AGREEMENT": value})
+
+
+def test_int8_needs_a_calibration_directory_and_not_tensorflow(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="int8 needs a calibration directory"):
+        Settings.from_env({"MODEL_PRECISION": "int8"})
+    with pytest.raises(ConfigError, match="int8 needs the OpenVINO engine"):
+        Settings.from_env(
+            {
+                "MODEL_PRECISION": "int8",
+                "MODEL_ENGINE": "tensorflow",
+                "MODEL_CALIBRATION_DIR": str(tmp_path),
+            }
+        )
