@@ -213,10 +213,10 @@ def _load_int8(
     quantized = quantize_gated(
         converted.model,
         images,
-        settings.preprocess_mode,
-        settings.min_agreement,
-        toolkit.compile,
-        quantizer if quantizer is not None else NNCFQuantizer(),
+        preprocess_mode=settings.preprocess_mode,
+        min_agreement=settings.min_agreement,
+        compile_model=toolkit.compile,
+        quantizer=quantizer if quantizer is not None else NNCFQuantizer(),
     )
     logger.info(
         "int8 model accepted (MODEL_MIN_AGREEMENT=%g): %s on %d held-out images",

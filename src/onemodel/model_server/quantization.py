@@ -68,6 +68,7 @@ class Quantized:
 def quantize_gated(
     model: Any,
     images: CalibrationSet,
+    *,
     preprocess_mode: str,
     min_agreement: float,
     compile_model: Callable[[Any, str], Engine],
@@ -153,7 +154,27 @@ class NNCFQuantizer:
     def quantize(self, model: Any, calibration: Sequence[np.ndarray]) -> Any:
         """Return ``model`` quantized by post-training quantization (items: (1, H, W, 3))."""
         nncf = self._nncf
-        return nncf.quantize(model, nncf.Dataset(list(calibration)), subset_size=len(calibration))
+        return nncf.quantize(
+            model,
+            nncf.Dataset(list(calibration)),
+            subset_size=len(calibration),
+            advanced_parameters=self._parameters(),
+        )
+
+    def _parameters(self) -> Any:
+        from nncf.quantization.advanced_parameters import (  # noqa: PLC0415
+            AdvancedQuantizationParameters,
+            QuantizationParameters,
+        )
+
+        # Activations per tensor: NNCF quantizes a depthwise convolution's input per
+        # channel and moves that quantizer above the NHWC/NCHW Transpose the TensorFlow
+        # frontend leaves around every convolution, onto the wrong axis; OpenVINO's CPU
+        # plugin then refuses to compile the model (EfficientNetB0: "FakeQuantize ...
+        # doesn't support non per-tensor quantization for axis: 2"). Weights stay per channel.
+        return AdvancedQuantizationParameters(
+            activations_quantization_params=QuantizationParameters(per_channel=False)
+        )
 
     def quantize_with_accuracy_control(
         self,
@@ -187,6 +208,7 @@ class NNCFQuantizer:
             max_drop=max_drop,
             drop_type=nncf.DropType.ABSOLUTE,
             subset_size=len(calibration),
+            advanced_quantization_parameters=self._parameters(),
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
                 max_num_iterations=self._max_iterations
             ),

@@ -1,4 +1,4 @@
-"""Verify a converted model against its Keras reference on a fixed set of seeded inputs."""
+"""Verify a converted model against its reference: seeded inputs, and the int8 gate's decision."""
 
 from __future__ import annotations
 

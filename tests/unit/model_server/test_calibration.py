@@ -95,7 +95,7 @@ def test_too_few_readable_images_refuse_saying_how_many_are_needed(tmp_path: Pat
 
 
 def test_a_missing_directory_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="MODEL_CALIBRATION_DIR=.*cannot be read"):
+    with pytest.raises(ConfigError, match=r"MODEL_CALIBRATION_DIR=.*cannot be read"):
         list_calibration_files(tmp_path / "absent", max_bytes=10_000)
 
 

@@ -90,7 +90,14 @@ def _images() -> CalibrationSet:
 
 
 def _gate(quantizer: _Quantizer, bar: float) -> Any:
-    return quantize_gated(_Model(), _images(), "none", bar, _Engine, quantizer)
+    return quantize_gated(
+        _Model(),
+        _images(),
+        preprocess_mode="none",
+        min_agreement=bar,
+        compile_model=_Engine,
+        quantizer=quantizer,
+    )
 
 
 def test_post_training_quantization_that_reaches_the_bar_is_served() -> None:
