@@ -14,7 +14,8 @@ import pytest
 
 from onemodel.errors import ModelLoadError
 from onemodel.settings import Settings
-from tests.conftest import build_model
+from tests.conftest import TINY_CLASSES, TINY_SIZE
+from tests.support.make_model import save_model
 from tests.support.photos import photo_crops, write_photo_dir
 from tests.support.processes import PYTHON, ROOT, base_env
 
@@ -41,7 +42,10 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fragile_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny net with class scores far closer together than int8 can resolve."""
-    return build_model(tmp_path_factory.mktemp("models") / "fragile.keras", fragile=True)
+    path = tmp_path_factory.mktemp("models") / "fragile.keras"
+    # In this process: converting it imports TensorFlow here anyway (saves a TF start).
+    save_model(str(path), TINY_SIZE, TINY_CLASSES, seed=7, fragile=True)
+    return path
 
 
 @pytest.fixture(scope="module")
