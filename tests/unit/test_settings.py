@@ -333,3 +333,19 @@ def test_int8_needs_a_calibration_directory_and_not_tensorflow(tmp_path: Path) -
                 "MODEL_CALIBRATION_DIR": str(tmp_path),
             }
         )
+
+
+def test_the_model_server_flags_for_int8(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onemodel.model_server.main import parse_settings  # noqa: PLC0415
+
+    for name in ("MODEL_PRECISION", "MODEL_CALIBRATION_DIR", "MODEL_MIN_AGREEMENT"):
+        monkeypatch.delenv(name, raising=False)
+    flags = ["--precision", "int8", "--calibration-dir", str(tmp_path), "--min-agreement", "0.9"]
+    settings = parse_settings(flags)
+    assert (settings.precision, settings.calibration_dir, settings.min_agreement) == (
+        "int8",
+        str(tmp_path),
+        0.9,
+    )
+    with pytest.raises(ConfigError, match="MODEL_MIN_AGREEMENT=2 must be between 0 and 1"):
+        parse_settings([*flags[:4], "--min-agreement", "2"])
