@@ -114,7 +114,7 @@ def read_calibration_set(
     for path in files.paths:
         try:
             images.append(prepare_image(_read_at_most(path, max_bytes), input_size, max_pixels))
-        except (OneModelError, OSError, MemoryError, ValueError) as error:
+        except Exception as error:  # any file that does not decode is skipped, not fatal
             skipped += 1
             if skipped <= _LOGGED_SKIPS:
                 reason = error.message if isinstance(error, OneModelError) else str(error)
