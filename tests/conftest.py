@@ -17,7 +17,11 @@ TINY_CLASSES = 10
 
 
 def build_model(
-    path: Path, size: int = TINY_SIZE, classes: int = TINY_CLASSES, seed: int = 7
+    path: Path,
+    size: int = TINY_SIZE,
+    classes: int = TINY_CLASSES,
+    seed: int = 7,
+    fragile: bool = False,
 ) -> Path:
     """Build and save a small Keras classifier in a subprocess (keeps TF out of pytest)."""
     subprocess.run(
@@ -31,6 +35,7 @@ def build_model(
             str(classes),
             "--seed",
             str(seed),
+            *(["--fragile"] if fragile else []),
         ],
         check=True,
         env=base_env(),

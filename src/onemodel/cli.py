@@ -88,6 +88,16 @@ if _ENGINES:
         _Flag("--engine", "MODEL_ENGINE", "inference engine", choices=tuple(_ENGINES)),
         _Flag("--cache-dir", "MODEL_CACHE_DIR", "converted models ('off': no cache)"),
     )
+_MODEL_FLAGS = (
+    *_MODEL_FLAGS,
+    _Flag("--calibration-dir", "MODEL_CALIBRATION_DIR", "your images, to calibrate int8"),
+    _Flag(
+        "--min-agreement",
+        "MODEL_MIN_AGREEMENT",
+        "int8 serves only at this top-1 agreement (0-1, default 0.99)",
+        _number(0.0),
+    ),
+)
 
 _SERVE_FLAGS = (
     _Flag("--host", "HOST", "address to listen on (default 127.0.0.1)"),

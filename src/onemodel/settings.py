@@ -12,7 +12,7 @@ from pathlib import Path
 from onemodel.errors import ConfigError
 
 PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "int8")
 ENGINES = ("auto", "openvino", "tensorflow")
 BALANCE_POLICIES = ("p2c", "round_robin", "fill")
 MIN_TCP_AUTHKEY_BYTES = 32
@@ -131,6 +131,13 @@ class Settings:
     # Converted models (OpenVINO IR) live here; None: no cache (from_env defaults to
     # $XDG_CACHE_HOME/onemodel or ~/.cache/onemodel; MODEL_CACHE_DIR=off disables it).
     cache_dir: str | None = None
+    # int8 (docs/engines.md): the directory of the user's own images that calibrates the
+    # quantization and, held out, measures it (required for int8; read once per cold start,
+    # at most 500 files of at most max_upload_bytes each, not recursively). The int8 model
+    # serves only when its top-1 agreement with float32 on the held-out images is at least
+    # min_agreement (0 to 1; default 0.99).
+    calibration_dir: str | None = None
+    min_agreement: float = 0.99
     # Model repository (MODEL_PATH a directory <name>/<version>/): a pinned version (None:
     # the highest that loads) and how often to look for new versions (0: only on SIGHUP).
     model_version: int | None = None
@@ -234,6 +241,8 @@ class Settings:
             precision=env.get("MODEL_PRECISION", "float32").strip().lower() or "float32",
             engine=env.get("MODEL_ENGINE", "auto").strip().lower() or "auto",
             cache_dir=model_cache_dir(env),
+            calibration_dir=env.get("MODEL_CALIBRATION_DIR", "").strip() or None,
+            min_agreement=parser.number("MODEL_MIN_AGREEMENT", cls.min_agreement, minimum=0.0),
             model_version=parser.optional_integer("MODEL_VERSION", minimum=1),
             model_poll_s=parser.number("MODEL_POLL_S", cls.model_poll_s, minimum=0.0),
             max_batch_size=parser.integer("MAX_BATCH_SIZE", cls.max_batch_size, minimum=1),
@@ -311,6 +320,22 @@ class Settings:
             raise ConfigError(f"DECODER_PROCESSES={self.decoder_processes} must be at least 0")
         if self.engine not in ENGINES:
             raise ConfigError(f"MODEL_ENGINE={self.engine!r} is not one of {', '.join(ENGINES)}")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ConfigError(
+                f"MODEL_MIN_AGREEMENT={self.min_agreement:g} must be between 0 and 1 "
+                "(the share of held-out images whose top-1 class int8 must keep)"
+            )
+        if self.precision == "int8" and self.engine == "tensorflow":
+            raise ConfigError(
+                "MODEL_PRECISION=int8 needs the OpenVINO engine (NNCF post-training "
+                "quantization): set MODEL_ENGINE=openvino or auto, not tensorflow"
+            )
+        if self.precision == "int8" and self.calibration_dir is None:
+            raise ConfigError(
+                "MODEL_PRECISION=int8 needs a calibration directory: set MODEL_CALIBRATION_DIR "
+                "(or --calibration-dir) to a folder of at least 50 of your own images, "
+                "preprocessed like requests; every 5th is held out to measure the int8 model"
+            )
         if self.labels_path is not None and not Path(self.labels_path).is_file():
             raise ConfigError(f"MODEL_LABELS={self.labels_path!r}: no such file")
         # A chunked body may carry framing up to its own size again (see request_framing).

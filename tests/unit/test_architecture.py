@@ -27,7 +27,8 @@ SHARED = {
 ALLOWED = {
     "onemodel.boundary": SHARED,
     "onemodel.web": SHARED | {"onemodel.boundary"},
-    "onemodel.model_server": SHARED | {"onemodel.boundary"},
+    # int8 calibration images are decoded and resized exactly as uploads are (pure, OpenCV).
+    "onemodel.model_server": SHARED | {"onemodel.boundary", "onemodel.web.imaging"},
     # The master forgets dead workers' metric files through the web tier's metrics module.
     "onemodel.master": SHARED | {"onemodel.boundary", "onemodel.web.metrics"},
     # The gRPC process reuses the web tier's pure protocol modules (no Flask in them).

@@ -168,3 +168,15 @@ def test_healthcheck_without_an_address_is_a_configuration_error(
 ) -> None:
     assert cli.main(["healthcheck"]) == 2
     assert "MODEL_SERVER_ADDRESS is not set" in capsys.readouterr().err
+
+
+def test_prepare_int8_without_a_calibration_directory_says_one_is_needed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["prepare", "--precision", "int8"]) == 2
+    error = capsys.readouterr().err
+    assert "onemodel prepare: error: MODEL_PRECISION=int8 needs a calibration directory" in error
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["prepare", "--min-agreement", "-1"])
+    assert exit_info.value.code == 2
+    assert "argument --min-agreement: '-1' must be a finite number >= 0" in capsys.readouterr().err

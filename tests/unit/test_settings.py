@@ -297,3 +297,55 @@ def test_balance_setting() -> None:
     assert Settings.from_env({"MODEL_SERVER_BALANCE": "Fill"}).model_server_balance == "fill"
     with pytest.raises(ConfigError, match="MODEL_SERVER_BALANCE='spray'"):
         Settings.from_env({"MODEL_SERVER_BALANCE": "spray"})
+
+
+def test_int8_settings_from_the_environment(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "MODEL_PRECISION": "int8",
+            "MODEL_CALIBRATION_DIR": str(tmp_path),
+            "MODEL_MIN_AGREEMENT": "0.95",
+        }
+    )
+    assert (settings.precision, settings.calibration_dir, settings.min_agreement) == (
+        "int8",
+        str(tmp_path),
+        0.95,
+    )
+    assert Settings.from_env({}).min_agreement == 0.99
+    assert Settings.from_env({"MODEL_MIN_AGREEMENT": "1"}).min_agreement == 1.0
+
+
+@pytest.mark.parametrize("value", ["1.01", "-0.1", "abc", "nan", "inf"])
+def test_min_agreement_must_be_between_0_and_1(value: str) -> None:
+    with pytest.raises(ConfigError, match=f"MODEL_MIN_AGREEMENT={value}|'{value}'"):
+        Settings.from_env({"MODEL_MIN_AGREEMENT": value})
+
+
+def test_int8_needs_a_calibration_directory_and_not_tensorflow(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="int8 needs a calibration directory"):
+        Settings.from_env({"MODEL_PRECISION": "int8"})
+    with pytest.raises(ConfigError, match="int8 needs the OpenVINO engine"):
+        Settings.from_env(
+            {
+                "MODEL_PRECISION": "int8",
+                "MODEL_ENGINE": "tensorflow",
+                "MODEL_CALIBRATION_DIR": str(tmp_path),
+            }
+        )
+
+
+def test_the_model_server_flags_for_int8(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from onemodel.model_server.main import parse_settings  # noqa: PLC0415
+
+    for name in ("MODEL_PRECISION", "MODEL_CALIBRATION_DIR", "MODEL_MIN_AGREEMENT"):
+        monkeypatch.delenv(name, raising=False)
+    flags = ["--precision", "int8", "--calibration-dir", str(tmp_path), "--min-agreement", "0.9"]
+    settings = parse_settings(flags)
+    assert (settings.precision, settings.calibration_dir, settings.min_agreement) == (
+        "int8",
+        str(tmp_path),
+        0.9,
+    )
+    with pytest.raises(ConfigError, match="MODEL_MIN_AGREEMENT=2 must be between 0 and 1"):
+        parse_settings([*flags[:4], "--min-agreement", "2"])

@@ -52,6 +52,12 @@ def parse_settings(argv: Sequence[str] | None = None, prog: str = "model_server.
     parser.add_argument("--precision", choices=PRECISIONS, help="MODEL_PRECISION")
     parser.add_argument("--engine", choices=ENGINES, help="MODEL_ENGINE (default auto)")
     parser.add_argument("--cache-dir", help="MODEL_CACHE_DIR: converted models ('off': none)")
+    parser.add_argument(
+        "--calibration-dir", help="MODEL_CALIBRATION_DIR: your images, to calibrate int8"
+    )
+    parser.add_argument(
+        "--min-agreement", type=float, help="MODEL_MIN_AGREEMENT: int8's bar (default 0.99)"
+    )
     parser.add_argument("--address", help="MODEL_SERVER_ADDRESS: host:port or a socket path")
     parser.add_argument("--authkey-file", help="MODEL_SERVER_AUTHKEY_FILE")
     parser.add_argument("--max-batch-size", type=int, help="MAX_BATCH_SIZE")
@@ -69,6 +75,8 @@ def parse_settings(argv: Sequence[str] | None = None, prog: str = "model_server.
         ("preprocess", "preprocess"),
         ("precision", "precision"),
         ("engine", "engine"),
+        ("calibration_dir", "calibration_dir"),
+        ("min_agreement", "min_agreement"),
         ("max_batch_size", "max_batch_size"),
         ("max_batch_delay_ms", "max_batch_delay_ms"),
         ("max_queue", "max_queue"),

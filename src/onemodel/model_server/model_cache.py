@@ -48,7 +48,10 @@ class CacheMetadata:
     preprocess_mode: str
     precision: str
     openvino_version: str
-    agreement: Agreement
+    agreement: Agreement  # int8: on the held-out calibration images
+    # int8 only: how NNCF quantized it, and every attempt with its measured agreement.
+    quantization: str = ""
+    quantization_summary: str = ""
 
     def to_json(self) -> str:
         """Return the metadata as JSON text."""

@@ -1,4 +1,4 @@
-"""Verify a converted model against its Keras reference on a fixed set of seeded inputs."""
+"""Verify a converted model against its reference: seeded inputs, and the int8 gate's decision."""
 
 from __future__ import annotations
 
@@ -37,3 +37,21 @@ def measure_agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement
 def conversion_verified(agreement: Agreement) -> bool:
     """Return whether a float32 conversion is faithful: same top-1 everywhere, tiny diff."""
     return agreement.top1 == 1.0 and agreement.max_abs_diff <= MAX_ABS_DIFFERENCE
+
+
+def quantization_accepted(agreement: Agreement, min_agreement: float) -> bool:
+    """Return whether an int8 model may serve: top-1 agreement on held-out images at the bar.
+
+    No images measured is never enough, whatever the bar.
+    """
+    # A hair of tolerance: 99 of 100 images is 0.99 even if the division rounds below it.
+    return agreement.images > 0 and agreement.top1 >= min_agreement - 1e-9
+
+
+def describe_agreement(agreement: Agreement) -> str:
+    """Return an agreement in words, e.g. ``top-1 agreement 97.5% (39 of 40 images)``."""
+    kept = round(agreement.top1 * agreement.images)
+    return (
+        f"top-1 agreement {agreement.top1:.1%} ({kept} of {agreement.images} images), "
+        f"max |difference| {agreement.max_abs_diff:.3g}"
+    )

@@ -202,3 +202,94 @@ def test_auto_keeps_tensorflow_when_openvino_is_missing_or_a_cuda_gpu_is_present
     monkeypatch.setattr(loading, "_cuda_gpu_present", lambda: True)
     on_gpu = loading.load_for_serving(_settings(tmp_path))
     assert "a CUDA GPU is present" in on_gpu.engine_reason
+
+
+class _FakeQuantizer:
+    """Stands in for NNCF: "quantizes" by copying the weights, optionally disturbed."""
+
+    def __init__(self, disturb: float = 0.0) -> None:
+        self.disturb = disturb
+        self.calls = 0
+
+    def version(self) -> str:
+        return "nncf-fake"
+
+    def quantize(self, model: Any, calibration: Any) -> Any:
+        self.calls += 1
+        weights = np.asarray(model.weights)
+        return _FakeKeras((weights + self.disturb * np.eye(CLASSES)[::-1]).tolist())
+
+    def quantize_with_accuracy_control(
+        self, model: Any, calibration: Any, validation: Any, max_drop: float
+    ) -> Any:
+        return self.quantize(model, calibration)
+
+
+def _photos(directory: Path, count: int = 50) -> Path:
+    import cv2  # noqa: PLC0415
+
+    directory.mkdir(exist_ok=True)
+    rng = np.random.default_rng(1)
+    for index in range(count):
+        ok, data = cv2.imencode(".png", rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+        assert ok
+        (directory / f"{index:03d}.png").write_bytes(data.tobytes())
+    return directory
+
+
+def _int8(tmp_path: Path, **changes: Any) -> Settings:
+    photos = _photos(tmp_path / "photos")
+    return _settings(tmp_path, precision="int8", calibration_dir=str(photos), **changes)
+
+
+def test_int8_is_cached_with_its_agreement_and_a_warm_start_does_not_quantize(
+    tmp_path: Path, keras_loads: list[Settings]
+) -> None:
+    settings = _int8(tmp_path)
+    quantizer = _FakeQuantizer()
+    cold = loading.load_for_serving(settings, _FakeToolkit(), quantizer)
+    assert (cold.engine.name, cold.precision, cold.cache) == ("openvino", "int8", "miss")
+    assert cold.agreement is not None and cold.agreement.images == 10  # 50 photos, 1 in 5
+    assert "post-training quantization" in cold.engine_reason
+    assert [keras.precision for keras in keras_loads] == ["float32"]
+    warm = loading.load_for_serving(settings, _FakeToolkit(), quantizer)
+    assert (warm.precision, warm.cache, warm.agreement) == ("int8", "hit", cold.agreement)
+    assert quantizer.calls == 1 and len(keras_loads) == 1
+    float32 = loading.load_for_serving(settings.replace(precision="float32"), _FakeToolkit())
+    assert float32.cache == "hit"  # int8's cold start left the float32 conversion too
+
+    first = Path(settings.calibration_dir or "") / "000.png"
+    first.write_bytes((Path(settings.calibration_dir or "") / "001.png").read_bytes())
+    recalibrated = loading.load_for_serving(settings, _FakeToolkit(), quantizer)
+    assert (recalibrated.cache, quantizer.calls) == ("miss", 2)
+    assert len(keras_loads) == 1  # quantized from the cached float32 model: no Keras
+    stricter = loading.load_for_serving(
+        settings.replace(min_agreement=1.0), _FakeToolkit(), quantizer
+    )
+    assert (stricter.cache, quantizer.calls) == ("miss", 3)  # the bar is part of the key
+
+
+def test_int8_below_the_bar_refuses_even_under_auto(
+    tmp_path: Path, keras_loads: list[Settings]
+) -> None:
+    settings = _int8(tmp_path, min_agreement=1.0)
+    with pytest.raises(ModelLoadError, match=r"below MODEL_MIN_AGREEMENT=1 \("):
+        loading.load_for_serving(settings, _FakeToolkit(), _FakeQuantizer(disturb=50.0))
+    entries = list((tmp_path / "cache" / "openvino").iterdir())
+    assert len(entries) == 1  # the float32 conversion only: a refused model is not cached
+
+
+def test_auto_int8_falls_back_to_tensorflow_float32_when_openvino_cannot_serve(
+    tmp_path: Path, keras_loads: list[Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _int8(tmp_path)
+    classifier = loading.load_for_serving(settings, _FakeToolkit(fail="boom"), _FakeQuantizer())
+    assert (classifier.engine.name, classifier.precision) == ("tensorflow", "float32")
+    assert "TensorFlow has no int8: serving float32" in classifier.engine_reason
+    assert len(keras_loads) == 1  # the float32 reference is reused
+    monkeypatch.setattr(loading.importlib.util, "find_spec", lambda name: None)
+    missing = loading.load_for_serving(settings)
+    assert (missing.engine.name, missing.precision) == ("tensorflow", "float32")
+    assert "int8 needs it" in missing.engine_reason
+    with pytest.raises(ModelLoadError, match="MODEL_ENGINE=openvino: OpenVINO is not installed"):
+        loading.load_for_serving(settings.replace(engine="openvino"))

@@ -19,7 +19,8 @@ from onemodel.errors import ModelLoadError
 
 # Always explicit: without a hint OpenVINO computes in bfloat16 on CPUs that have it
 # (avx512_bf16, AMX), silently, even for a float32 model.
-_PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16"}
+# An int8 model computes its unquantized operations in f32, as a float32 one does.
+_PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16", "int8": "f32"}
 _DEVICE = "CPU"
 
 
