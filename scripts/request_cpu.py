@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -594,11 +595,20 @@ def summarise(blocks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             )
             for role in roles
         }
+        web = sorted(block["web_core_ms_per_request"] for block in group)
         summary.setdefault(variant, {})[f"c={concurrency}"] = {
             "core_ms_per_request": mean,
-            "web_core_ms_per_request": round(
-                sum(block["web_core_ms_per_request"] for block in group) / len(group), 3
-            ),
+            "web_core_ms_per_request": round(sum(web) / len(web), 3),
+            # Other work on the machine only ever adds CPU time: the median and the
+            # minimum of the blocks are the steadier figures on a busy machine.
+            "web_core_ms_median": round(statistics.median(web), 3),
+            "web_core_ms_min": round(web[0], 3),
+            "core_ms_median": {
+                role: round(
+                    statistics.median(b["core_ms_per_request"].get(role, 0.0) for b in group), 3
+                )
+                for role in roles
+            },
             "rate_per_s": round(sum(block["rate_per_s"] for block in group) / len(group), 1),
             "load_average": [block["load_average"] for block in group],
         }
@@ -617,11 +627,15 @@ def _print_block(block: dict[str, Any]) -> None:
 
 
 def _print_summary(summary: dict[str, dict[str, Any]]) -> None:
-    print("\nmean core-ms per request:")
+    print("\ncore-ms per request (web = every role but the model server):")
     for variant, levels in summary.items():
         for level, figures in levels.items():
-            roles = ", ".join(f"{r} {ms:.2f}" for r, ms in figures["core_ms_per_request"].items())
-            print(f"{variant:>12} {level:<4} web {figures['web_core_ms_per_request']:.2f} ({roles})")
+            roles = ", ".join(f"{r} {ms:.2f}" for r, ms in figures["core_ms_median"].items())
+            print(
+                f"{variant:>12} {level:<4} web mean {figures['web_core_ms_per_request']:.2f} "
+                f"median {figures['web_core_ms_median']:.2f} min {figures['web_core_ms_min']:.2f}"
+                f" (medians: {roles})"
+            )
 
 
 def _print_profile(profile: dict[str, Any]) -> None:
