@@ -106,7 +106,7 @@ def ensure_upload() -> Path:
         import skimage.data  # noqa: PLC0415
 
         CACHE.mkdir(parents=True, exist_ok=True)
-        rgb = np.ascontiguousarray(skimage.data.chelsea()[..., :3])
+        rgb = np.ascontiguousarray(skimage.data.chelsea()[..., :3])  # type: ignore[no-untyped-call]
         resized = cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_AREA)
         ok, encoded = cv2.imencode(
             ".jpg", cv2.cvtColor(resized, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
@@ -120,10 +120,14 @@ def ensure_upload() -> Path:
 def multipart(data: bytes, filename: str) -> bytes:
     """Return a multipart/form-data body with ``data`` as field ``file``."""
     return (
-        f"--{BOUNDARY}\r\n"
-        f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n"
-    ).encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+        (
+            f"--{BOUNDARY}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
 # --- the deployment ---------------------------------------------------------------------
@@ -255,7 +259,7 @@ def _decoders_disabled(deployment: Deployment) -> bool:
     for process in deployment.tree():
         if deployment.role(process) == "worker":
             with contextlib.suppress(psutil.Error):
-                return process.environ().get("DECODER_PROCESSES") == "0"
+                return bool(process.environ().get("DECODER_PROCESSES") == "0")
     return False
 
 
@@ -267,7 +271,10 @@ def post_many(port: int, body: bytes, requests: int, concurrency: int) -> list[f
     latencies: list[float] = []
     failures: list[str] = []
     lock = threading.Lock()
-    counts = [requests // concurrency + (1 if i < requests % concurrency else 0) for i in range(concurrency)]
+    counts = [
+        requests // concurrency + (1 if i < requests % concurrency else 0)
+        for i in range(concurrency)
+    ]
     barrier = threading.Barrier(concurrency)
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
 
@@ -445,8 +452,21 @@ def profile_worker(
     local_port = connection.sock.getsockname()[1]
     worker = _worker_with_peer(deployment, local_port)
     recorder = subprocess.Popen(
-        [py_spy, "record", "--pid", str(worker.pid), "--duration", str(int(seconds)),
-         "--rate", str(PY_SPY_RATE), "--format", "raw", "--gil", "--output", str(output)],
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(worker.pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            str(PY_SPY_RATE),
+            "--format",
+            "raw",
+            "--gil",
+            "--output",
+            str(output),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -467,10 +487,42 @@ def profile_worker(
     return {"worker_pid": worker.pid, "requests": count, "gil_ms_per_request": gil_ms, **summary}
 
 
+# Where a worker's sample belongs: its frames are read from the innermost outwards, and
+# the first frame matching a phase's file names decides.
+PHASES = (
+    ("metrics (prometheus)", ("prometheus_client",)),
+    ("logging", ("logging/__init__.py", "glogging.py")),
+    ("model call: pickling", ("multiprocessing/reduction.py", "pickle")),
+    ("model call: socket", ("multiprocessing/connection.py",)),
+    ("model call: pool and client", ("boundary/pool.py", "boundary/client.py")),
+    ("decoder pipe", ("web/decoder_pool.py",)),
+    ("multipart", ("formparser.py", "sansio/multipart.py", "web/uploads.py")),
+    ("JSON", ("flask/json", "json/")),
+    ("ranking", ("web/predictions.py", "web/ranking.py", "web/served_model.py")),
+    ("request id, API key, request metrics", ("web/app.py", "request_ids.py", "api_keys.py")),
+    ("Flask and Werkzeug", ("flask/", "werkzeug/")),
+    ("Gunicorn HTTP parser and response", ("gunicorn/http/",)),
+    ("event loop: request framing", ("request_framing.py",)),
+    ("event loop: onemodel worker", ("web/worker.py",)),
+    ("event loop: Gunicorn", ("gthread.py", "workers/base.py", "workertmp.py", "selectors.py")),
+    ("thread pool", ("concurrent/futures",)),
+)
+
+
+def phase_of(frames: list[str]) -> str:
+    """Return the phase a stack (outermost frame first) was sampled in."""
+    for frame in reversed(frames):
+        for name, needles in PHASES:
+            if any(needle in frame for needle in needles):
+                return name
+    return "other"
+
+
 def summarise_stacks(path: Path, top: int = 25) -> dict[str, Any]:
-    """Return the functions with most samples: on-CPU self time and inclusive time."""
+    """Return the functions with most samples (self and inclusive) and the phases' shares."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
+    phases: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -480,12 +532,14 @@ def summarise_stacks(path: Path, top: int = 25) -> dict[str, Any]:
         frames = stack.split(";")
         total += count
         own[_frame(frames[-1])] += count
+        phases[phase_of(frames)] += count
         for name in {_frame(frame) for frame in frames}:
             inclusive[name] += count
     return {
         "samples": total,
         "self": [(name, round(100 * n / total, 1)) for name, n in own.most_common(top)],
         "inclusive": [(name, round(100 * n / total, 1)) for name, n in inclusive.most_common(top)],
+        "phases": [(name, round(100 * n / total, 1)) for name, n in phases.most_common()],
     }
 
 
@@ -642,11 +696,13 @@ def _print_profile(profile: dict[str, Any]) -> None:
     if "error" in profile:
         print(f"\npy-spy failed: {profile['error']}")
         return
-    print(f"\nworker {profile['worker_pid']}: {profile['samples']} samples, "
-          f"{profile['requests']} requests, GIL held {profile['gil_ms_per_request']:.2f} ms "
-          "per request")
-    for kind in ("self", "inclusive"):
-        print(f"  by {kind} time:")
+    print(
+        f"\nworker {profile['worker_pid']}: {profile['samples']} samples, "
+        f"{profile['requests']} requests, GIL held {profile['gil_ms_per_request']:.2f} ms "
+        "per request"
+    )
+    for kind in ("phases", "self", "inclusive"):
+        print(f"  by {kind}:" if kind == "phases" else f"  by {kind} time:")
         for name, share in profile[kind]:
             print(f"    {share:5.1f}%  {name}")
 

@@ -81,22 +81,10 @@ def single_file_part(body: bytes, boundary: bytes, field: str) -> bytes | None:
     body Werkzeug returns the same bytes (a property test compares them). Anything else
     returns None, and Werkzeug parses (and judges) it as before.
     """
-    if not boundary:
+    frame = _frame_of_one_part(body, boundary)
+    if frame is None:
         return None
-    delimiter = b"--" + boundary
-    opening = delimiter + b"\r\n"
-    closing = b"\r\n" + delimiter + b"--"
-    # A CRLF before the first delimiter is allowed (RFC 2046; Werkzeug's test client).
-    first = 2 if body.startswith(b"\r\n") else 0
-    if not body.startswith(opening, first) or _occurrences(body, delimiter, 3) != 2:
-        return None
-    headers_start = first + len(opening)
-    headers_end = body.find(b"\r\n\r\n", headers_start)
-    if headers_end < 0:
-        return None
-    end = body.find(closing, headers_end + 2)
-    if end < headers_end + 2:
-        return None
+    headers_start, headers_end, end = frame
     headers = _plain_headers(body[headers_start:headers_end])
     if headers is None or "content-disposition" not in headers:
         return None
@@ -106,6 +94,26 @@ def single_file_part(body: bytes, boundary: bytes, field: str) -> bytes | None:
     # Data begins after the blank line; an empty file is the blank line itself.
     start = headers_end + 4
     return body[start:end] if end >= start else b""
+
+
+def _frame_of_one_part(body: bytes, boundary: bytes) -> tuple[int, int, int] | None:
+    """Return where the one part's headers start and end and where its data ends."""
+    if not boundary:
+        return None
+    delimiter = b"--" + boundary
+    opening = delimiter + b"\r\n"
+    # A CRLF before the first delimiter is allowed (RFC 2046; Werkzeug's test client).
+    first = 2 if body.startswith(b"\r\n") else 0
+    if not body.startswith(opening, first) or _occurrences(body, delimiter, 3) != 2:
+        return None
+    headers_start = first + len(opening)
+    headers_end = body.find(b"\r\n\r\n", headers_start)
+    if headers_end < 0:
+        return None
+    end = body.find(b"\r\n" + delimiter + b"--", headers_end + 2)
+    if end < headers_end + 2:
+        return None
+    return headers_start, headers_end, end
 
 
 def _plain_headers(block: bytes) -> dict[str, str] | None:

@@ -104,9 +104,7 @@ def test_an_empty_file_is_empty_on_both_paths() -> None:
             id="another field",
         ),
         pytest.param(
-            body(
-                headers=b'Content-Disposition: form-data; name="file";\r\n filename="a"\r\n'
-            ),
+            body(headers=b'Content-Disposition: form-data; name="file";\r\n filename="a"\r\n'),
             id="a continuation line",
         ),
         pytest.param(
@@ -168,9 +166,7 @@ _HEADER_LINES = st.lists(
 _DATA = st.lists(
     st.one_of(
         st.binary(max_size=12),
-        st.sampled_from(
-            [b"\r\n", b"\n", b"\r", b"--", b"\r\n\r\n", b"\r\n--" + BOUNDARY[:6]]
-        ),
+        st.sampled_from([b"\r\n", b"\n", b"\r", b"--", b"\r\n\r\n", b"\r\n--" + BOUNDARY[:6]]),
     ),
     max_size=6,
 ).map(b"".join)
@@ -216,7 +212,8 @@ def test_the_fast_path_answers_what_werkzeug_answers(raw: bytes) -> None:
         [
             b'Content-Disposition: form-data; name="file"; filename="a.jpg"\r\n',
             b"content-disposition:form-data;name=file;filename=x\r\nContent-Type: image/png\r\n",
-            b'Content-Type: image/jpeg\r\nContent-Disposition: form-data; filename=""; name=file\r\n',
+            b"Content-Type: image/jpeg\r\n"
+            b'Content-Disposition: form-data; filename=""; name=file\r\n',
             b'Content-Disposition: form-data; name="file"; filename="\xc3\xa9.jpg"  \r\n',
         ]
     ),
