@@ -74,8 +74,8 @@ def _fast_multipart_file(request: Request) -> bytes | None:
 def single_file_part(body: bytes, boundary: bytes, field: str) -> bytes | None:
     """Return the file of a multipart body made of one file part named ``field``.
 
-    The common upload (curl -F, browsers, HTTP libraries) costs a few ``bytes.find`` here
-    instead of Werkzeug's general parser (about a third of a small request's CPU). Only
+    The common upload (what curl -F and requests send) costs a few ``bytes.find`` here
+    instead of Werkzeug's general parser (a third of the Flask app's CPU per upload). Only
     an unambiguous body qualifies: CRLF line breaks, one opening and one closing
     delimiter and no other occurrence of the boundary, plain part headers; for such a
     body Werkzeug returns the same bytes (a property test compares them). Anything else
