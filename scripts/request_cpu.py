@@ -44,7 +44,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
-CACHE = ROOT / ".cache" / "request_cpu"
+# The model and the JPEG are built once; profiles are written here too (outside the repository).
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onemodel-request-cpu"
 DECODER_COMMAND = "onemodel.web.decoder_process"
 MODEL_SERVER_COMMAND = "onemodel.model_server"
 ROLES = ("master", "worker", "decoder", "model_server")
