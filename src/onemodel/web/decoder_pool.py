@@ -57,6 +57,9 @@ _ERRORS: Mapping[str, type[OneModelError]] = {
 _UNDECODABLE = "the image could not be decoded"
 # Seconds a new decoder may take to start (an interpreter and OpenCV; about 0.3 s idle).
 START_TIMEOUT_S = 60.0
+# The reply pipe's capacity (Linux's default pipe-max-size for unprivileged processes).
+REPLY_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 class DecoderFailedError(InvalidImageError):
@@ -226,6 +229,7 @@ class _Decoder:
         for stream in (requests, replies):
             flags = fcntl.fcntl(stream.fileno(), fcntl.F_GETFL)
             fcntl.fcntl(stream.fileno(), fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        _enlarge_pipe(replies.fileno())
         self.pid = self._process.pid
         self._started = time.monotonic()
         self._ready = False
@@ -248,8 +252,8 @@ class _Decoder:
             if not self._ready:
                 self._await_ready(watch)
             deadline = time.monotonic() + timeout_s
-            self._send(REQUEST.pack(REQUEST_MAGIC, height, width, len(data)), deadline, watch)
-            self._send(data, deadline, watch)
+            header = REQUEST.pack(REQUEST_MAGIC, height, width, len(data))
+            self._send([header, data], deadline, watch)
             status, got_height, got_width, length = REPLY.unpack(
                 self._receive(REPLY.size, deadline, watch)
             )
@@ -322,16 +326,22 @@ class _Decoder:
             logger.warning("image decoder %d exited with status %d on an upload", self.pid, code)
         return f"{_UNDECODABLE}: the decoder failed on it"
 
-    def _send(self, data: bytes, deadline: float, watch: _ClientWatch) -> None:
-        view = memoryview(data)
+    def _send(self, buffers: list[bytes], deadline: float, watch: _ClientWatch) -> None:
+        # One writev for the header and the bytes; poll only when the pipe is full.
+        views = [memoryview(buffer) for buffer in buffers if buffer]
         fd = self._requests.fileno()
-        while view:
-            watch.wait(fd, select.POLLOUT, deadline)
+        while views:
             try:
-                written = os.write(fd, view[: 1 << 20])
+                written = os.writev(fd, views)
             except BlockingIOError:
+                watch.wait(fd, select.POLLOUT, deadline)
                 continue
-            view = view[written:]
+            while written:
+                if written >= len(views[0]):
+                    written -= len(views.pop(0))
+                else:
+                    views[0] = views[0][written:]
+                    written = 0
 
     def _receive(self, length: int, deadline: float, watch: _ClientWatch) -> bytes:
         buffer = bytearray(length)
@@ -339,16 +349,30 @@ class _Decoder:
         return bytes(buffer)
 
     def _receive_into(self, view: memoryview, deadline: float, watch: _ClientWatch) -> None:
+        # Read what is there first: the pixels usually follow their header at once.
         fd = self._replies.fileno()
         while view:
-            watch.wait(fd, select.POLLIN, deadline)
             try:
                 count = os.readv(fd, [view])
             except BlockingIOError:
+                watch.wait(fd, select.POLLIN, deadline)
                 continue
             if count == 0:
                 raise EOFError
             view = view[count:]
+
+
+def _enlarge_pipe(fd: int) -> None:
+    """Let a whole reply (224x224x3 pixels are 150 KB) fit in the pipe: one write, one read.
+
+    Linux's default pipe holds 64 KB, so a reply took three rounds of write, wake-up and
+    read. Pages are only allocated as data is written; where the kernel refuses (the
+    user's pipe-buffer quota), the default size simply stays.
+    """
+    try:
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, REPLY_PIPE_BYTES)
+    except OSError:
+        pass
 
 
 class _ClientWatch:

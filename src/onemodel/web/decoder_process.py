@@ -77,8 +77,8 @@ def serve(requests: BinaryIO, replies: BinaryIO, cpu_s: int, max_pixels: int) ->
             _reply_error(replies, "invalid_image", "the image could not be decoded")
             continue
         del data
-        replies.write(REPLY.pack(STATUS_OK, height, width, pixels.nbytes))
-        replies.write(pixels.data.cast("B"))
+        # One writev: the worker finds the header and the pixels in the pipe together.
+        _write_all(replies, [REPLY.pack(STATUS_OK, height, width, pixels.nbytes), pixels.data])
 
 
 def _limit_self(memory_bytes: int) -> None:
@@ -115,6 +115,18 @@ def _read_exactly(stream: BinaryIO, length: int) -> bytes | None:
     if data is None or len(data) != length:
         return None
     return data
+
+
+def _write_all(replies: BinaryIO, buffers: list[bytes | memoryview]) -> None:
+    views = [memoryview(buffer).cast("B") for buffer in buffers]
+    while views:
+        written = os.writev(replies.fileno(), views)
+        while written:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0] = views[0][written:]
+                written = 0
 
 
 def _reply_error(replies: BinaryIO, code: str, message: str) -> None:

@@ -7,6 +7,7 @@ valid images come back exactly as an in-process decode gives them.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
 import os
@@ -279,6 +280,32 @@ def test_a_large_photo_is_still_decoded(pool: DecoderPool) -> None:
     out = pool.prepare(buffer.getvalue(), SIZE)
     assert out.shape == (*SIZE, 3)
     assert out[32, 5, 0] > 150 and out[32, 60, 0] < 40
+
+
+def test_replies_smaller_and_larger_than_the_pipe_come_back_whole(
+    pool: DecoderPool, photo_jpeg: bytes
+) -> None:
+    # 224x224x3 (150 KB) fits the enlarged reply pipe; 1024x1024x3 (3 MiB) takes many reads.
+    for size in ((224, 224), (1024, 1024), (224, 224)):
+        expected = prepare_image(photo_jpeg, size, MAX_PIXELS)
+        assert np.array_equal(pool.prepare(photo_jpeg, size), expected)
+
+
+def test_a_whole_224_reply_fits_the_reply_pipe(pool: DecoderPool, photo_jpeg: bytes) -> None:
+    pool.prepare(photo_jpeg, SIZE)
+    (decoder,) = pool._idle  # the one idle decoder and its pipes (internals, on purpose)
+    capacity = fcntl.fcntl(decoder._replies.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032))
+    assert capacity >= 224 * 224 * 3 + 9
+
+
+def test_an_upload_larger_than_the_pipe_is_written_whole(pool: DecoderPool) -> None:
+    # Random pixels do not compress: a PNG of several MiB, written in many partial writes.
+    rgb = np.random.default_rng(5).integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=0)
+    data = buffer.getvalue()
+    assert len(data) > 4 * 1024 * 1024
+    assert np.array_equal(pool.prepare(data, SIZE), prepare_image(data, SIZE, MAX_PIXELS))
 
 
 def test_a_decoder_reports_undecodable_images_and_lives_on(
