@@ -188,6 +188,7 @@ def measure(
     interval_s: float,
     timeout_s: float,
     extra_env: dict[str, str],
+    *,
     show_log: bool = False,
 ) -> dict[str, Any]:
     """Start the service once and kill its model server once; return the figures."""
@@ -280,7 +281,12 @@ def main() -> None:
         for model in args.model:
             for engine in engines:
                 run = measure(
-                    model, engine, args.interval_ms / 1000, args.timeout_s, extra, args.show_log
+                    model,
+                    engine,
+                    args.interval_ms / 1000,
+                    args.timeout_s,
+                    extra,
+                    show_log=args.show_log,
                 )
                 print(json.dumps(run), flush=True)
                 runs.append(run)
