@@ -343,8 +343,6 @@ class Settings:
                 "(or --calibration-dir) to a folder of at least 50 of your own images, "
                 "preprocessed like requests; every 5th is held out to measure the int8 model"
             )
-        if self.openvino_streams < 1:
-            raise ConfigError(f"MODEL_OPENVINO_STREAMS={self.openvino_streams} must be at least 1")
         if self.labels_path is not None and not Path(self.labels_path).is_file():
             raise ConfigError(f"MODEL_LABELS={self.labels_path!r}: no such file")
         # A chunked body may carry framing up to its own size again (see request_framing).

@@ -206,6 +206,18 @@ def test_openvino_streams_default_to_two_and_can_be_one() -> None:
     assert Settings.from_env({"MODEL_OPENVINO_STREAMS": "1"}).openvino_streams == 1
 
 
+def test_the_openvino_streams_flag_wins_and_must_be_positive(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from onemodel.model_server.main import parse_settings  # noqa: PLC0415
+
+    monkeypatch.setenv("MODEL_OPENVINO_STREAMS", "2")
+    assert parse_settings(["--openvino-streams", "1"]).openvino_streams == 1
+    with pytest.raises(SystemExit):
+        parse_settings(["--openvino-streams", "0"])
+    assert "--openvino-streams: '0' must be at least 1" in capsys.readouterr().err
+
+
 def test_model_cache_dir_defaults_per_user_and_can_be_turned_off() -> None:
     home = os.path.expanduser("~")
     assert Settings.from_env({}).cache_dir == os.path.join(home, ".cache", "onemodel")
