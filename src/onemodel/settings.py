@@ -128,6 +128,10 @@ class Settings:
     precision: str = "float32"
     # auto: OpenVINO where it is installed and the converted model verifies, else TensorFlow.
     engine: str = "auto"
+    # OpenVINO: the CPU streams one batch is split across (1: one request on every core,
+    # OpenVINO's LATENCY mode; 2, the default: THROUGHPUT mode, each half of a batch on its
+    # own stream; docs/engines.md "Throughput mode"). Typical 1-2 on a 2-core box.
+    openvino_streams: int = 2
     # Converted models (OpenVINO IR) live here; None: no cache (from_env defaults to
     # $XDG_CACHE_HOME/onemodel or ~/.cache/onemodel; MODEL_CACHE_DIR=off disables it).
     cache_dir: str | None = None
@@ -240,6 +244,9 @@ class Settings:
             preprocess=env.get("MODEL_PREPROCESS", "").strip().lower() or None,
             precision=env.get("MODEL_PRECISION", "float32").strip().lower() or "float32",
             engine=env.get("MODEL_ENGINE", "auto").strip().lower() or "auto",
+            openvino_streams=parser.integer(
+                "MODEL_OPENVINO_STREAMS", cls.openvino_streams, minimum=1
+            ),
             cache_dir=model_cache_dir(env),
             calibration_dir=env.get("MODEL_CALIBRATION_DIR", "").strip() or None,
             min_agreement=parser.number("MODEL_MIN_AGREEMENT", cls.min_agreement, minimum=0.0),

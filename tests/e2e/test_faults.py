@@ -138,9 +138,8 @@ def test_model_server_killed_under_load(embedded: WebDeployment, small_jpeg: byt
     record_figures("faults", "model_server_killed", figures)
     assert not unexpected, (figures, unexpected[:5])
     assert outage, f"the kill caused no outage at all: {figures}"
-    # Nothing answered before the master's supervisor waited its first backoff (0.5 s) and
-    # the new server loaded the model.
-    assert first_200_s > 0.5, figures
+    # The first death after a healthy run is restarted at once (later ones back off).
+    assert "the model server died; restarting it in 0.0 s" in embedded.gunicorn.log()
     assert all(o.code == "model_unavailable" and o.retry_after == "1" for o in outage), outage[:5]
     assert figures["max_latency_not_200_s"] < 1.0, figures
     assert figures["max_latency_any_s"] < REQUEST_TIMEOUT_S + REPLY_GRACE_S, figures  # no hang

@@ -57,6 +57,8 @@ def test_bad_address_names_the_variable(text: str) -> None:
         ("MODEL_PREPROCESS", "imagenet"),
         ("MODEL_PRECISION", "float16"),
         ("MODEL_ENGINE", "onnxruntime"),
+        ("MODEL_OPENVINO_STREAMS", "0"),
+        ("MODEL_OPENVINO_STREAMS", "two"),
         ("MODEL_LABELS", "/no/such/labels.txt"),
         ("GRPC_PORT", "70000"),
         ("GRPC_PORT", "grpc"),
@@ -197,6 +199,23 @@ def test_engine_from_the_environment() -> None:
     assert Settings.from_env({"MODEL_ENGINE": "tensorflow"}).engine == "tensorflow"
     with pytest.raises(ConfigError, match=r"MODEL_ENGINE='tf' is not one of auto, openvino"):
         Settings.from_env({"MODEL_ENGINE": "tf"})
+
+
+def test_openvino_streams_default_to_two_and_can_be_one() -> None:
+    assert Settings.from_env({}).openvino_streams == 2
+    assert Settings.from_env({"MODEL_OPENVINO_STREAMS": "1"}).openvino_streams == 1
+
+
+def test_the_openvino_streams_flag_wins_and_must_be_positive(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from onemodel.model_server.main import parse_settings  # noqa: PLC0415
+
+    monkeypatch.setenv("MODEL_OPENVINO_STREAMS", "2")
+    assert parse_settings(["--openvino-streams", "1"]).openvino_streams == 1
+    with pytest.raises(SystemExit):
+        parse_settings(["--openvino-streams", "0"])
+    assert "--openvino-streams: '0' must be at least 1" in capsys.readouterr().err
 
 
 def test_model_cache_dir_defaults_per_user_and_can_be_turned_off() -> None:

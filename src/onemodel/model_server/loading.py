@@ -90,7 +90,7 @@ def load_for_serving(
             if settings.engine == "openvino":
                 raise ModelLoadError(f"MODEL_ENGINE=openvino: {unusable}")
             return _on_tensorflow(load_classifier(fallback_settings), unusable)
-        toolkit = _openvino_toolkit()
+        toolkit = _openvino_toolkit(settings.openvino_streams)
     try:
         return _load_openvino(settings, toolkit, quantizer)
     except _Fallback as fallback:
@@ -471,7 +471,7 @@ def _cuda_gpu_present() -> bool:
         return False
 
 
-def _openvino_toolkit() -> Toolkit:
+def _openvino_toolkit(streams: int) -> Toolkit:
     from onemodel.model_server.engines.openvino import OpenVINOToolkit  # noqa: PLC0415
 
-    return OpenVINOToolkit()
+    return OpenVINOToolkit(streams=streams)

@@ -51,6 +51,11 @@ def parse_settings(argv: Sequence[str] | None = None, prog: str = "model_server.
     parser.add_argument("--preprocess", choices=PREPROCESS_MODES, help="MODEL_PREPROCESS")
     parser.add_argument("--precision", choices=PRECISIONS, help="MODEL_PRECISION")
     parser.add_argument("--engine", choices=ENGINES, help="MODEL_ENGINE (default auto)")
+    parser.add_argument(
+        "--openvino-streams",
+        type=_at_least_one,
+        help="MODEL_OPENVINO_STREAMS: split a batch (default 2)",
+    )
     parser.add_argument("--cache-dir", help="MODEL_CACHE_DIR: converted models ('off': none)")
     parser.add_argument(
         "--calibration-dir", help="MODEL_CALIBRATION_DIR: your images, to calibrate int8"
@@ -77,6 +82,7 @@ def parse_settings(argv: Sequence[str] | None = None, prog: str = "model_server.
         ("engine", "engine"),
         ("calibration_dir", "calibration_dir"),
         ("min_agreement", "min_agreement"),
+        ("openvino_streams", "openvino_streams"),
         ("max_batch_size", "max_batch_size"),
         ("max_batch_delay_ms", "max_batch_delay_ms"),
         ("max_queue", "max_queue"),
@@ -91,6 +97,17 @@ def parse_settings(argv: Sequence[str] | None = None, prog: str = "model_server.
     if args.authkey_file:
         changes["authkey"] = read_authkey_file(args.authkey_file)
     return settings.replace(**changes) if changes else settings
+
+
+def _at_least_one(text: str) -> int:
+    """Parse a flag's whole number of at least 1 (argparse then names the flag)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
 
 
 def run(settings: Settings) -> int:

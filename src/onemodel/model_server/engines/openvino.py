@@ -22,6 +22,10 @@ from onemodel.errors import ModelLoadError
 # An int8 model computes its unquantized operations in f32, as a float32 one does.
 _PRECISION_HINTS = {"float32": "f32", "bfloat16": "bf16", "int8": "f32"}
 _DEVICE = "CPU"
+# MODEL_OPENVINO_STREAMS default: each batch split across 2 streams of 1 thread each
+# (docs/engines.md, "Throughput mode": on this shared 2-core box 1.1-2x the images per second
+# of one 2-thread request at batch 4-8, measured interleaved).
+DEFAULT_STREAMS = 2
 
 
 class ConversionError(ModelLoadError):
@@ -38,6 +42,9 @@ def _core() -> Any:
 
 class OpenVINOToolkit:
     """Convert, save, read and compile models (the seam ``loading`` uses; tests fake it)."""
+
+    def __init__(self, streams: int = DEFAULT_STREAMS) -> None:
+        self.streams = streams
 
     def version(self) -> str:
         """Return the OpenVINO version (part of every cache key)."""
@@ -76,31 +83,61 @@ class OpenVINOToolkit:
 
     def compile(self, model: Any, precision: str) -> OpenVINOEngine:
         """Compile a model for this CPU with an explicit precision hint."""
-        return OpenVINOEngine(model, precision)
+        return OpenVINOEngine(model, precision, self.streams)
 
 
 class OpenVINOEngine:
-    """A model compiled for the CPU; satisfies ``engines.Engine``."""
+    """A model compiled for the CPU; satisfies ``engines.Engine``.
+
+    With one stream, a batch is one synchronous request using every core (OpenVINO's
+    LATENCY mode). With ``streams`` > 1 the model is compiled for THROUGHPUT with that many
+    streams (the cores shared out among them) and each batch is split into up to
+    ``streams`` parts run at once; the parts' scores are joined in order. Either way one
+    batch runs at a time, as the batcher forms them.
+    """
 
     name = "openvino"
 
-    def __init__(self, model: Any, precision: str) -> None:
+    def __init__(self, model: Any, precision: str, streams: int = 1) -> None:
+        if streams < 1:
+            raise ValueError("streams must be at least 1")
         self.precision = precision
-        self._compiled = _core().compile_model(
-            model, _DEVICE, {"INFERENCE_PRECISION_HINT": _PRECISION_HINTS[precision]}
-        )
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _PRECISION_HINTS[precision]}
+        if streams > 1:
+            config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=streams)
+        self._compiled = _core().compile_model(model, _DEVICE, config)
         # What OpenVINO will really compute in: f32 on CPUs without bfloat16 units.
         hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")
         self.inference_precision = str(hint.get_type_name())  # "f32", "bf16"
-        self._request = self._compiled.create_infer_request()
+        self.streams = int(self._compiled.get_property("NUM_STREAMS"))
+        self._requests = [
+            self._compiled.create_infer_request() for _ in range(max(1, self.streams))
+        ]
         self._lock = threading.Lock()
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Return float32 scores (N, classes) for a preprocessed float32 batch."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
         with self._lock:
-            outputs = self._request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
-            # Copied: the request reuses its output buffer on the next call.
-            return np.array(outputs[0], dtype=np.float32)
+            if len(self._requests) == 1 or batch.shape[0] == 1:
+                outputs = self._requests[0].infer([batch])
+                # Copied: the request reuses its output buffer on the next call.
+                return np.array(outputs[0], dtype=np.float32)
+            parts = np.array_split(batch, min(len(self._requests), batch.shape[0]))
+            started = []
+            try:
+                for request, part in zip(self._requests, parts, strict=False):
+                    request.start_async([np.ascontiguousarray(part)])
+                    started.append(request)
+            finally:
+                for request in started:
+                    request.wait()  # every started request, even when a later start failed
+            return np.concatenate(
+                [
+                    np.array(request.get_output_tensor(0).data, dtype=np.float32)
+                    for request in started
+                ]
+            )
 
 
 def _summary(text: str) -> str:
