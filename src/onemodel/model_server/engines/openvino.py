@@ -130,14 +130,25 @@ class OpenVINOEngine:
                     request.start_async([np.ascontiguousarray(part)])
                     started.append(request)
             finally:
-                for request in started:
-                    request.wait()  # every started request, even when a later start failed
+                _wait_all(started)  # every started request, even when a start or wait failed
             return np.concatenate(
                 [
                     np.array(request.get_output_tensor(0).data, dtype=np.float32)
                     for request in started
                 ]
             )
+
+
+def _wait_all(requests: list[Any]) -> None:
+    """Wait for every request, then raise the first failure: none is left running."""
+    failure: BaseException | None = None
+    for request in requests:
+        try:
+            request.wait()
+        except Exception as error:  # OpenVINO raises RuntimeError; keep waiting for the rest
+            failure = failure or error
+    if failure is not None:
+        raise failure
 
 
 def _summary(text: str) -> str:
