@@ -119,6 +119,20 @@ def _spread_over_workers(deployment: Deployment, data: bytes) -> dict[int, list[
     return grouped
 
 
+def test_every_worker_starts_its_image_decoder_before_the_first_upload(
+    deployment: Deployment,
+) -> None:
+    # First in this module: no upload has reached the deployment yet.
+    def decoders_of_every_worker() -> bool:
+        workers = [psutil.Process(pid) for pid in deployment.worker_pids()]
+        return len(workers) == 2 and all(
+            any("onemodel.web.decoder_process" in child.cmdline() for child in worker.children())
+            for worker in workers
+        )
+
+    wait_until(decoders_of_every_worker, 30, "a decoder process under each worker")
+
+
 def test_one_model_shared_by_every_worker_and_no_tensorflow_in_workers(
     deployment: Deployment, photo_jpeg: bytes
 ) -> None:

@@ -134,6 +134,31 @@ class DecoderPool:
         finally:
             self._slots.release()
 
+    def warm(self) -> None:
+        """Start one decoder process now, so the first upload does not wait for it.
+
+        Returns at once: the child starts its interpreter while the worker goes on (a
+        decode waits for its ready byte). Failing to start is logged, not raised: the first
+        upload tries again.
+        """
+        with self._lock:
+            if self._closed or self._running:
+                return
+        try:
+            decoder = _Decoder(self._command(), self._child_environ())
+        except OSError as error:
+            logger.warning("cannot start an image decoder ahead of the first upload: %s", error)
+            return
+        with self._lock:
+            if self._closed:
+                closed = True
+            else:
+                closed = False
+                self._running.add(decoder)
+                self._idle.append(decoder)
+        if closed:
+            decoder.stop()
+
     def pids(self) -> set[int]:
         """Return the pids of the running decoder processes."""
         with self._lock:

@@ -17,6 +17,8 @@ class ImageDecoder(Protocol):
         self, data: bytes, size: tuple[int, int], client: socket.socket | None = None
     ) -> np.ndarray: ...
 
+    def warm(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -33,6 +35,9 @@ class InProcessDecoder:
         from onemodel.web.imaging import prepare_image  # noqa: PLC0415  (OpenCV only if used)
 
         return prepare_image(data, size, self._max_pixels)
+
+    def warm(self) -> None:
+        """Nothing to start."""
 
     def close(self) -> None:
         """Nothing to stop."""

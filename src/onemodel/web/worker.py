@@ -103,6 +103,17 @@ class GuardedThreadWorker(ThreadWorker):  # type: ignore[misc]
         )
         super().init_process()  # runs the worker: everything above must be set first
 
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        from onemodel.web.runtime import EXTENSION, Runtime  # noqa: PLC0415  (the master never needs Flask)
+
+        # Start a decoder process while the worker waits for its first request (and the
+        # model server for its model), not during the first upload.
+        extensions = getattr(self.wsgi, "extensions", None)
+        runtime = extensions.get(EXTENSION) if isinstance(extensions, dict) else None
+        if isinstance(runtime, Runtime):
+            runtime.decoder.warm()
+
     # -- connections arrive ------------------------------------------------------------
 
     def accept(self, listener: socket.socket) -> None:

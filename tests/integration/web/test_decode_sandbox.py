@@ -358,3 +358,20 @@ def test_a_decoder_that_died_while_idle_is_replaced_silently(
     wait_until(lambda: not _alive(pid), timeout_s=5, what=f"decoder {pid} to die")
     assert pool.prepare(photo_jpeg, SIZE).shape == (*SIZE, 3)
     assert pool.pids() and pid not in pool.pids()
+
+
+def test_warm_starts_one_decoder_that_the_first_upload_then_uses(
+    pool: DecoderPool, photo_jpeg: bytes
+) -> None:
+    pool.warm()
+    started = pool.pids()
+    assert len(started) == 1
+    pool.warm()  # a running decoder is enough: no second one
+    assert pool.pids() == started
+    pool.prepare(photo_jpeg, SIZE)
+    assert pool.pids() == started
+    (pid,) = started
+    pool.close()
+    wait_until(lambda: not psutil.pid_exists(pid), 10, "the warmed decoder to stop")
+    pool.warm()  # a closed pool starts nothing
+    assert pool.pids() == set()
