@@ -205,6 +205,60 @@ def cpu_by_role(started: Started, roles: Roles) -> dict[str, float]:
     return seconds
 
 
+@dataclass(frozen=True)
+class CpuSample:
+    """One process's CPU seconds at one moment, and what it needs to be diffed later."""
+
+    role: str
+    parent: int
+    own_s: float  # user + system of the process itself
+    children_s: float  # user + system of its children that exited and were waited for
+
+
+def cpu_snapshot(started: Started, roles: Roles) -> dict[int, CpuSample]:
+    """Return the CPU seconds of every process of the tree so far, by pid."""
+    samples: dict[int, CpuSample] = {}
+    for process in started.tree():
+        try:
+            with process.oneshot():
+                times = process.cpu_times()
+                parent = process.ppid()
+            role = roles(process, started.pid)
+        except psutil.Error:
+            continue
+        own = times.user + times.system
+        children = getattr(times, "children_user", 0.0) + getattr(times, "children_system", 0.0)
+        samples[process.pid] = CpuSample(role, parent, own, children)
+    return samples
+
+
+def cpu_spent_by_role(
+    before: Mapping[int, CpuSample], after: Mapping[int, CpuSample]
+) -> dict[str, float]:
+    """Return the CPU seconds each role used between two snapshots, diffed pid by pid.
+
+    Diffing per pid, not per role, keeps a process that exits in between (a decoder killed
+    and replaced) from subtracting its whole life from its role. Its last seconds come back
+    through its parent's children times once the parent has waited for it: that growth,
+    less what the child had already used at the first snapshot, goes to the exited child's
+    role. A process started in between counts from its start.
+    """
+    spent: dict[str, float] = {}
+    gone = [sample for pid, sample in before.items() if pid not in after]
+    for pid, sample in after.items():
+        old = before.get(pid)
+        spent[sample.role] = spent.get(sample.role, 0.0) + sample.own_s - (old.own_s if old else 0)
+        if old is None:
+            continue
+        children = [child for child in gone if child.parent == pid]
+        reaped = sample.children_s - old.children_s - sum(child.own_s for child in children)
+        if reaped > 0:
+            child_roles = {child.role for child in children}
+            role = child_roles.pop() if len(child_roles) == 1 else sample.role
+            spent[role] = spent.get(role, 0.0) + reaped
+    return spent
+
+
 def machine_busy_s() -> float:
     """Return the CPU seconds every process of the machine has used so far (all cores)."""
     times = psutil.cpu_times()

@@ -133,20 +133,35 @@ def memory_rows(panel: dict[str, Any]) -> list[list[object]]:
     return rows
 
 
-CPU_HEADERS = ("system", "upload", "c", "CPU ms per request, by process role")
+CPU_HEADERS = (
+    "system",
+    "upload",
+    "c",
+    "web tier ms",
+    "CPU ms per request, by process role",
+)
 
 
 def cpu_rows(panel: dict[str, Any]) -> list[list[object]]:
-    """Return where CPU time went per request at each system's highest concurrency."""
+    """Return where CPU time went per request at each system's highest concurrency.
+
+    ``web tier``: onemodel's Gunicorn master, workers and their decoder processes together,
+    everything but the model server.
+    """
     rows: list[list[object]] = []
     for name in SYSTEM_ORDER:
         served = panel.get("systems", {}).get(name, {})
         points = served.get("points", [])
         for upload in dict.fromkeys(p["upload"] for p in points):
             top = max((p for p in points if p["upload"] == upload), key=lambda p: p["concurrency"])
-            cpu = ", ".join(f"{role} {ms:.1f}" for role, ms in top["cpu_ms_per_request"].items())
-            rows.append([_system_label(name, served), upload, top["concurrency"], cpu])
+            rows.append([_system_label(name, served), upload, top["concurrency"], *_cpu_cells(top)])
     return rows
+
+
+def _cpu_cells(point: dict[str, Any]) -> list[str]:
+    web = point.get("web_tier_cpu_ms_per_request")
+    by_role = ", ".join(f"{role} {ms:.1f}" for role, ms in point["cpu_ms_per_request"].items())
+    return ["-" if web is None else f"{web:.1f}", by_role]
 
 
 SWEEP_HEADERS = (

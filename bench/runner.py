@@ -17,12 +17,13 @@ from assets import Upload
 from plan import Panel, Plan, SweepRun, SystemRun
 from processes import (
     Launcher,
-    cpu_by_role,
+    cpu_snapshot,
+    cpu_spent_by_role,
     machine_busy_s,
     memory_by_role,
     other_cpu_share,
 )
-from systems import BASELINES, PYTHON, Server, ServerSpec, base_env, start_server
+from systems import BASELINES, PYTHON, WEB_TIER_ROLES, Server, ServerSpec, base_env, start_server
 
 START_TIMEOUT_S = 900.0
 CEILING_TIMEOUT_S = 900.0
@@ -174,16 +175,22 @@ class Runner:
         self, server: Server, upload: str, concurrency: int, duration_s: float, label: str
     ) -> dict[str, Any]:
         image = self.config.uploads[upload].path
-        cpu_before = cpu_by_role(server.started, server.roles)
+        cpu_before = cpu_snapshot(server.started, server.roles)
         busy_before, wall_before = machine_busy_s(), time.monotonic()
         result = loadgen.run_wrk(server.predict_url, image, concurrency, duration_s)
         busy, wall = machine_busy_s() - busy_before, time.monotonic() - wall_before
-        cpu_after = cpu_by_role(server.started, server.roles)
+        spent = cpu_spent_by_role(cpu_before, cpu_snapshot(server.started, server.roles))
         loadgen.pause(loadgen.drain_time_s(result))
         point = {"upload": upload, **result.as_dict()}
-        point["cpu_ms_per_request"] = _cpu_per_request(cpu_before, cpu_after, result)
-        ours = sum(cpu_after.values()) - sum(cpu_before.values()) + result.wrk_cpu_s
-        point["other_cpu_share"] = other_cpu_share(busy, ours, wall)
+        point["cpu_ms_per_request"] = cpu_per_request(spent, result)
+        if server.system == "onemodel":
+            # Gunicorn's master, its workers and their decoder sandboxes: all but the model.
+            point["web_tier_cpu_ms_per_request"] = round(
+                sum(point["cpu_ms_per_request"].get(role, 0.0) for role in WEB_TIER_ROLES), 3
+            )
+        point["other_cpu_share"] = other_cpu_share(
+            busy, sum(spent.values()) + result.wrk_cpu_s, wall
+        )
         self.log(
             f"{server.system} {label} {upload} c={concurrency}: {result.images_per_s:.2f} img/s "
             f"({result.rate_method}; Little {result.images_per_s_littles_law:.2f}, counted "
@@ -235,12 +242,10 @@ class Runner:
         )
 
 
-def _cpu_per_request(
-    before: dict[str, float], after: dict[str, float], result: loadgen.LoadResult
-) -> dict[str, float]:
+def cpu_per_request(spent: dict[str, float], result: loadgen.LoadResult) -> dict[str, float]:
+    """Return CPU milliseconds per request by role, wrk's own included."""
     requests = max(result.requests, 1)
-    spent = {role: after[role] - before.get(role, 0.0) for role in after}
-    spent["wrk"] = result.wrk_cpu_s
+    spent = {**spent, "wrk": result.wrk_cpu_s}
     return {role: round(1000 * seconds / requests, 3) for role, seconds in sorted(spent.items())}
 
 

@@ -173,6 +173,8 @@ def _count_role(started: Started, roles: Callable[[psutil.Process, int], str], r
 
 # The decode sandbox's processes (children of the Gunicorn workers).
 DECODER_COMMAND = "onemodel.web.decoder_process"
+# onemodel's web tier: every role of its tree but the model server.
+WEB_TIER_ROLES = ("master", "worker", "decoder")
 
 
 def gunicorn_role(process: psutil.Process, root_pid: int) -> str:
