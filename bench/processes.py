@@ -81,6 +81,9 @@ class Started:
                 self.process.wait(10)
         _signal_group(self.pid, signal.SIGKILL)
         _end_leftovers(list(self.seen.values()), timeout_s)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -108,9 +111,17 @@ class Launcher:
         self._started: list[Started] = []
 
     def start(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path | None = None,
+        pipes: bool = False,
     ) -> Started:
-        """Start argv in a new session (its own process group), output to <log_dir>/<name>.log."""
+        """Start argv in a new session (its own process group), output to <log_dir>/<name>.log.
+
+        With ``pipes``, stdin and stdout are pipes to talk to the process; stderr is the log.
+        """
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("ab") as log:
@@ -118,9 +129,9 @@ class Launcher:
                 list(argv),
                 env=dict(env),
                 cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if pipes else log,
+                stderr=log if pipes else subprocess.STDOUT,
                 start_new_session=True,
             )
         started = Started(name, process, log_path)
