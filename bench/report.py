@@ -518,10 +518,12 @@ def benchmarks_page(
         "a `multiprocessing` manager behind a lock, one image per model call), `naive` "
         "(Gunicorn with 4 sync workers, a model copy in each) and onemodel. `make bench` starts "
         f"every system itself, drives it with wrk on 127.0.0.1 (this run took "
-        f"{meta['elapsed_s'] / 60:.0f} minutes; `make bench-quick` takes under 3) and rewrites "
+        f"{meta['elapsed_s'] / 60:.0f} minutes; `make bench-quick` takes under 4) and rewrites "
         f"this page; [bench/README.md]({link(BENCH / 'README.md')}) explains the method and "
         "the options. Why the missed targets are missed on this machine, and what batching and "
-        f"bfloat16 gain: [performance.md]({link(DOCS / 'performance.md')}).",
+        f"bfloat16 gain: [performance.md]({link(DOCS / 'performance.md')}). TensorFlow or "
+        "OpenVINO, per model and precision: the engines section below (`make bench-engines` "
+        f"measures only it) and [engines.md]({link(DOCS / 'engines.md')}).",
         "",
         "## Latest run",
         "",

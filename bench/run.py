@@ -90,7 +90,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-sweep", action="store_true", help="full mode: skip trying other worker/thread counts"
     )
-    parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="output folder (default bench/results; --engines-only: bench/results/engines, "
+        "so it leaves the full run's files alone)",
+    )
     parser.add_argument(
         "--page",
         type=Path,
@@ -104,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="measure nothing: re-evaluate and re-render the results in this JSON file",
     )
     args = parser.parse_args(argv)
+    if args.results is None:
+        args.results = RESULTS / "engines" if args.engines_only else RESULTS
     args.precisions = _choices(
         args.precision or ("float32" if args.quick else "float32,bfloat16"),
         PRECISIONS,
