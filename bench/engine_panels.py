@@ -115,7 +115,8 @@ class EnginePanelRunner:
                         worker.started, lambda process, root: "ceiling"
                     )
             # TensorFlow's ceiling stays up: its largest batch is timed again between the
-            # served rounds, so the served/ceiling ratio compares figures minutes apart.
+            # served rounds, so the served/ceiling ratio does not rest on a figure taken
+            # minutes before the served points only.
             reference = workers.pop("tensorflow/float32", None)
             for worker in workers.values():
                 self.launcher.stop(worker.started)

@@ -28,6 +28,7 @@ from typing import IO, Any
 import numpy as np
 
 WARM_CALLS = 2
+_SHORT = {"float32": "f32", "bfloat16": "bf16"}  # OpenVINO's names, for TensorFlow's policy
 MAX_CALLS = 10_000
 
 
@@ -72,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             "precision": classifier.precision,
             # What the hardware really computes in: OpenVINO's own report; TensorFlow's
             # policy (its bfloat16 on a CPU without bf16 units is emulated).
-            "inference_precision": getattr(engine, "inference_precision", classifier.precision),
+            "inference_precision": getattr(
+                engine, "inference_precision", _SHORT.get(classifier.precision, "")
+            ),
             "engine_reason": classifier.engine_reason,
             "agreement": None if agreement is None else dataclasses.asdict(agreement),
             "model_cache": classifier.cache,
