@@ -150,15 +150,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
         sweep=not args.no_sweep,
         systems=args.system_list,
     )
-    engines = ()
-    if not args.no_engines:
-        engines = build_engine_panels(
-            quick=args.quick,
-            models=args.engine_model_list,
-            precisions=args.engine_precision_list,
-            small_duration_s=small_duration_s,
-            vgg16_duration_s=vgg16_duration_s,
-        )
+    engines = build_engine_panels(
+        quick=args.quick,
+        models=() if args.no_engines else args.engine_model_list,
+        precisions=args.engine_precision_list,
+        small_duration_s=small_duration_s,
+        vgg16_duration_s=vgg16_duration_s,
+    )
     if args.engines_only:
         return Plan(mode="engines", panels=(), engines=engines)
     return dataclasses.replace(plan, engines=engines)
