@@ -157,7 +157,7 @@ class EnginePanelRunner:
         seconds = round(time.monotonic() - started_at, 1)
         tail = started.log_tail(8)
         if code != 0:
-            error = f"refused (onemodel prepare exit {code}): {_reason(tail)}"
+            error = f"{_reason(tail)} (onemodel prepare exit {code})"
             self.log(f"{model} {system.key}: {error}")
             return {"seconds": seconds, "error": error}
         summary = tail.splitlines()[-1] if tail else ""
@@ -422,7 +422,10 @@ def _tree_cpu_s(started: Started) -> float:
 def _reason(tail: str) -> str:
     """Return the last meaningful line of a failed command's log."""
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    return lines[-1][:400] if lines else "no output"
+    if not lines:
+        return "no output"
+    # argparse's "onemodel prepare: error: ..." and the logger's "... ERROR name: ...".
+    return lines[-1].split(" error: ", 1)[-1].split(" ERROR ", 1)[-1][:400]
 
 
 def _load_average() -> list[float]:

@@ -256,7 +256,9 @@ def engine_rows(panel: dict[str, Any]) -> list[list[object]]:
         served = panel.get("served", {}).get(key, {})
         error = ceiling.get("error") if ceiling.get("refused") else None
         if error:
-            rows.append([panel["model"], engine, precision, "-", f"refused: {_first_line(error)}"])
+            reason = _first_line(error)
+            reason = reason if len(reason) <= 70 else reason[:69] + "…"
+            rows.append([panel["model"], engine, precision, "-", f"refused: {reason}"])
             rows[-1] += ["-"] * (len(ENGINE_HEADERS) - len(rows[-1]))
             continue
         b1, b8 = _ceiling_rate(ceiling, 1), _ceiling_rate(ceiling, 8)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from engine_panels import _rotated, _summarise_ceiling
+from engine_panels import _reason, _rotated, _summarise_ceiling
 
 
 def _window(batch: int, round_: int, rate: float, during_served: bool = False) -> dict[str, object]:
@@ -42,3 +42,11 @@ def test_rotation_changes_who_goes_first() -> None:
     assert _rotated(keys, 1) == ["b", "c", "a"]
     assert _rotated(keys, 4) == ["b", "c", "a"]
     assert _rotated([], 3) == []
+
+
+def test_a_refusal_keeps_onemodel_s_own_message() -> None:
+    argparse_tail = "usage: ...\nonemodel prepare: error: MODEL_PRECISION='int8' is not one of"
+    assert _reason(argparse_tail) == "MODEL_PRECISION='int8' is not one of"
+    logged = "2026-12-02 02:28:03,300 [1114] ERROR onemodel.cli: int8 agrees on 91% (< 99%)"
+    assert _reason(logged) == "onemodel.cli: int8 agrees on 91% (< 99%)"
+    assert _reason("") == "no output"
