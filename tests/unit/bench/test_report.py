@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from report import cpu_rows, engine_advice, engine_cpu_rows, engine_rows, engines_lines
 
-from tests.unit.bench.engine_results import ceiling, panel, refused, results, served
+from tests.support.bench_results import ceiling, panel, refused, results, served
 
 HEADERS_CELLS = 13
 

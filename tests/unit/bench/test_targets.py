@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from targets import Verdict, evaluate
 
-from tests.unit.bench.engine_results import ceiling, panel, refused, results, served
+from tests.support.bench_results import ceiling, panel, refused, results, served
 
 SMALL = "efficientnetb0"
 

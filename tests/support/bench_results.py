@@ -1,4 +1,4 @@
-"""Small synthetic engine-panel results, shaped as bench/engine_panels.py writes them."""
+"""Small synthetic engine-panel results, shaped as bench/engine_panels.py writes them (tests)."""
 
 from __future__ import annotations
 
