@@ -243,7 +243,13 @@ ENGINE_CPU_HEADERS = ("model", "served", "c", "model server ms", "web tier ms", 
 def engine_keys(panel: dict[str, Any]) -> list[str]:
     """Return the panel's engine/precision keys: TensorFlow first, then OpenVINO's."""
     keys = dict.fromkeys([*panel.get("ceilings", {}), *panel.get("served", {})])
-    return sorted(keys, key=lambda key: (key != TENSORFLOW, key))
+    order = ("float32", "bfloat16", "int8")
+
+    def rank(key: str) -> tuple[bool, int, str]:
+        precision = key.partition("/")[2]
+        return key != TENSORFLOW, order.index(precision) if precision in order else 9, key
+
+    return sorted(keys, key=rank)
 
 
 def engine_rows(panel: dict[str, Any]) -> list[list[object]]:

@@ -16,6 +16,7 @@ def _small(ov_c8: float = 40.0) -> dict[str, object]:
             "tensorflow/float32": ceiling({1: 10.0, 8: 20.0}, computes="float32"),
             "openvino/float32": ceiling({1: 25.0, 8: 45.0}),
             "openvino/int8": refused("refused (onemodel prepare exit 3): agreement 91% < 99%"),
+            "openvino/bfloat16": ceiling({1: 25.0, 8: 46.0}),
         },
         {
             "tensorflow/float32": served({1: 9.0, 8: 19.0}, top1=None, pss_mib=900),
@@ -27,7 +28,9 @@ def _small(ov_c8: float = 40.0) -> dict[str, object]:
 
 def test_engine_rows_give_rates_ratios_memory_and_agreement() -> None:
     rows = {row[1] + "/" + row[2]: row for row in engine_rows(_small())}
-    assert list(rows) == ["tensorflow/float32", "openvino/float32", "openvino/int8"]
+    # TensorFlow first, then OpenVINO from the most to the least precise.
+    expected = ["tensorflow/float32", "openvino/float32", "openvino/bfloat16", "openvino/int8"]
+    assert list(rows) == expected
     tf, ov = rows["tensorflow/float32"], rows["openvino/float32"]
     assert all(len(row) == HEADERS_CELLS for row in rows.values())
     assert tf[4:10] == ["10.0", "20.0", "1.00 x", "9.00", "19.0", "0.95 x"]
