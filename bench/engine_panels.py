@@ -27,9 +27,12 @@ from systems import (
 if TYPE_CHECKING:
     from runner import Runner
 
-# A cold OpenVINO conversion (TensorFlow, Keras, a trace, two verification passes; int8 also
-# calibrates) takes minutes on a loaded small machine; a warm one, seconds.
+# A cold OpenVINO conversion (TensorFlow, Keras, a trace, two verification passes) takes
+# minutes on a loaded small machine; a warm one, seconds. int8 also calibrates, measures and,
+# below its bar, retries accuracy-aware: EfficientNetB0's ran over 15 minutes on this loaded
+# 2-core machine, so it gets a bound, and running out of it is recorded as its reason.
 PREPARE_TIMEOUT_S = 1200.0
+INT8_PREPARE_TIMEOUT_S = 300.0
 CEILING_READY_TIMEOUT_S = 900.0
 # A timed window may overrun its duration by a few calls (VGG16 at batch 8: seconds each).
 CEILING_REPLY_SLACK_S = 300.0
@@ -146,16 +149,21 @@ class EnginePanelRunner:
         """Convert (or find in the cache) the model for one precision, as onemodel would."""
         env = self._spec(model, system).model_env()
         name = f"prepare-{model}-{system.engine}-{system.precision}"
+        timeout_s = INT8_PREPARE_TIMEOUT_S if system.precision == "int8" else PREPARE_TIMEOUT_S
         started_at = time.monotonic()
         started = self.launcher.start(name, [PYTHON, "-m", "onemodel", "prepare"], env, cwd=ROOT)
         try:
-            code = started.process.wait(PREPARE_TIMEOUT_S)
+            code = started.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             code = None
         finally:
             self.launcher.stop(started)
         seconds = round(time.monotonic() - started_at, 1)
         tail = started.log_tail(8)
+        if code is None:
+            error = f"onemodel prepare did not finish within {timeout_s:g} s"
+            self.log(f"{model} {system.key}: {error}")
+            return {"seconds": seconds, "error": error}
         if code != 0:
             error = f"{_reason(tail)} (onemodel prepare exit {code})"
             self.log(f"{model} {system.key}: {error}")

@@ -85,3 +85,17 @@ def test_quick_plan_keeps_a_requested_tiny_bfloat16_panel() -> None:
         sweep=False,
     )
     assert [panel.key for panel in plan.panels] == ["tiny/bfloat16"]
+
+
+def test_vgg16_int8_only_when_asked_for() -> None:
+    _, vgg16 = _engines(quick=False)
+    assert EngineSystem("openvino", "int8") not in vgg16.ceilings
+    asked = build_engine_panels(
+        quick=False,
+        models=("vgg16",),
+        precisions=("float32", "int8"),
+        small_duration_s=6.0,
+        vgg16_duration_s=12.0,
+        int8_vgg16=True,
+    )
+    assert EngineSystem("openvino", "int8") in asked[0].ceilings

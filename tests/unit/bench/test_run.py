@@ -31,3 +31,11 @@ def test_no_engines_drops_the_engine_panels() -> None:
 def test_unknown_engine_precision_is_refused_loudly() -> None:
     with pytest.raises(SystemExit, match="--engine-precisions"):
         parse_args(["--engine-precisions", "float16"])
+
+
+def test_listing_the_precisions_includes_vgg16_int8() -> None:
+    default = make_plan(parse_args(["--engines-only"]))
+    assert "openvino/int8" not in [s.key for s in default.engines[1].ceilings]
+    assert "openvino/int8" in [s.key for s in default.engines[0].ceilings]
+    listed = make_plan(parse_args(["--engines-only", "--engine-precisions", "float32,int8"]))
+    assert "openvino/int8" in [s.key for s in listed.engines[1].ceilings]
