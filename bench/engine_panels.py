@@ -162,7 +162,8 @@ class EnginePanelRunner:
         seconds = round(time.monotonic() - started_at, 1)
         tail = started.log_tail(8)
         if code is None:
-            error = f"onemodel prepare did not finish within {timeout_s:g} s; last: {_reason(tail)}"
+            last = _last_onemodel_line(started.log_tail(60))
+            error = f"onemodel prepare did not finish within {timeout_s:g} s; last: {last}"
             self.log(f"{model} {system.key}: {error}")
             return {"seconds": seconds, "error": error}
         if code != 0:
@@ -435,6 +436,12 @@ def _reason(tail: str) -> str:
         return "no output"
     # argparse's "onemodel prepare: error: ..." and the logger's "... ERROR name: ...".
     return lines[-1].split(" error: ", 1)[-1].split(" ERROR ", 1)[-1][:400]
+
+
+def _last_onemodel_line(tail: str) -> str:
+    """Return onemodel's last log message (NNCF's progress bars come after it)."""
+    lines = [line for line in tail.splitlines() if " onemodel." in line]
+    return _reason(lines[-1]) if lines else _reason(tail)
 
 
 def _load_average() -> list[float]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from engine_panels import _reason, _rotated, _summarise_ceiling
+from engine_panels import _last_onemodel_line, _reason, _rotated, _summarise_ceiling
 
 
 def _window(batch: int, round_: int, rate: float, during_served: bool = False) -> dict[str, object]:
@@ -50,3 +50,11 @@ def test_a_refusal_keeps_onemodel_s_own_message() -> None:
     logged = "2026-12-02 02:28:03,300 [1114] ERROR onemodel.cli: int8 agrees on 91% (< 99%)"
     assert _reason(logged) == "onemodel.cli: int8 agrees on 91% (< 99%)"
     assert _reason("") == "no output"
+
+
+def test_a_timed_out_prepare_reports_onemodel_s_last_message_not_a_progress_bar() -> None:
+    tail = (
+        "2026-12-02 02:54:43,451 [22294] INFO onemodel.model_server.quantization: int8 "
+        "top-1 agreement 75.0% (15 of 20 images)\nStatistics collection ━━━ 100% 80/80"
+    )
+    assert _last_onemodel_line(tail).endswith("int8 top-1 agreement 75.0% (15 of 20 images)")
