@@ -11,7 +11,7 @@ KSERVE_VENV ?= .venv-kserve
 KSERVE_STAMP := $(KSERVE_VENV)/.installed
 ENGINE_UP := ../shared/container/engine-up
 
-.PHONY: help install serve test test-fast lint dist bench bench-quick precision soak fuzz docker constraints clean kserve-venv grpc-stubs bench-protocols
+.PHONY: help install serve test test-fast lint dist bench bench-quick bench-engines precision soak fuzz docker constraints clean kserve-venv grpc-stubs bench-protocols
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -60,11 +60,14 @@ lint: $(STAMP)  ## ruff format --check, ruff check and mypy --strict src (pinned
 dist: $(STAMP)  ## build the sdist and the wheel users install (python -m build) into dist/
 	rm -rf dist && $(PY) -m build --outdir dist .
 
-bench: $(STAMP)  ## full benchmark (~20 min): docs/benchmarks.md, bench/results/latest.*
+bench: $(STAMP)  ## full benchmark (~35 min): docs/benchmarks.md, bench/results/latest.*
 	$(PY) bench/run.py
 
-bench-quick: $(STAMP)  ## quick benchmark (< 3 min)
+bench-quick: $(STAMP)  ## quick benchmark (< 4 min)
 	$(PY) bench/run.py --quick
+
+bench-engines: $(STAMP)  ## TensorFlow vs OpenVINO per precision only (~10 min; first run converts: more)
+	$(PY) bench/run.py --engines-only
 
 bench-protocols: $(STAMP)  ## gRPC beside HTTP at 1/8/16 clients, tiny model (~5 min): bench/results/protocols.json
 	$(PY) bench/protocols.py

@@ -81,6 +81,9 @@ class Started:
                 self.process.wait(10)
         _signal_group(self.pid, signal.SIGKILL)
         _end_leftovers(list(self.seen.values()), timeout_s)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -108,9 +111,17 @@ class Launcher:
         self._started: list[Started] = []
 
     def start(
-        self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path | None = None,
+        pipes: bool = False,
     ) -> Started:
-        """Start argv in a new session (its own process group), output to <log_dir>/<name>.log."""
+        """Start argv in a new session (its own process group), output to <log_dir>/<name>.log.
+
+        With ``pipes``, stdin and stdout are pipes to talk to the process; stderr is the log.
+        """
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("ab") as log:
@@ -118,9 +129,9 @@ class Launcher:
                 list(argv),
                 env=dict(env),
                 cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if pipes else log,
+                stderr=log if pipes else subprocess.STDOUT,
                 start_new_session=True,
             )
         started = Started(name, process, log_path)
@@ -203,6 +214,60 @@ def cpu_by_role(started: Started, roles: Roles) -> dict[str, float]:
             continue
         seconds[role] = seconds.get(role, 0.0) + times.user + times.system
     return seconds
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """One process's CPU seconds at one moment, and what it needs to be diffed later."""
+
+    role: str
+    parent: int
+    own_s: float  # user + system of the process itself
+    children_s: float  # user + system of its children that exited and were waited for
+
+
+def cpu_snapshot(started: Started, roles: Roles) -> dict[int, CpuSample]:
+    """Return the CPU seconds of every process of the tree so far, by pid."""
+    samples: dict[int, CpuSample] = {}
+    for process in started.tree():
+        try:
+            with process.oneshot():
+                times = process.cpu_times()
+                parent = process.ppid()
+            role = roles(process, started.pid)
+        except psutil.Error:
+            continue
+        own = times.user + times.system
+        children = getattr(times, "children_user", 0.0) + getattr(times, "children_system", 0.0)
+        samples[process.pid] = CpuSample(role, parent, own, children)
+    return samples
+
+
+def cpu_spent_by_role(
+    before: Mapping[int, CpuSample], after: Mapping[int, CpuSample]
+) -> dict[str, float]:
+    """Return the CPU seconds each role used between two snapshots, diffed pid by pid.
+
+    Diffing per pid, not per role, keeps a process that exits in between (a decoder killed
+    and replaced) from subtracting its whole life from its role. Its last seconds come back
+    through its parent's children times once the parent has waited for it: that growth,
+    less what the child had already used at the first snapshot, goes to the exited child's
+    role. A process started in between counts from its start.
+    """
+    spent: dict[str, float] = {}
+    gone = [sample for pid, sample in before.items() if pid not in after]
+    for pid, sample in after.items():
+        old = before.get(pid)
+        spent[sample.role] = spent.get(sample.role, 0.0) + sample.own_s - (old.own_s if old else 0)
+        if old is None:
+            continue
+        children = [child for child in gone if child.parent == pid]
+        reaped = sample.children_s - old.children_s - sum(child.own_s for child in children)
+        if reaped > 0:
+            child_roles = {child.role for child in children}
+            role = child_roles.pop() if len(child_roles) == 1 else sample.role
+            spent[role] = spent.get(role, 0.0) + reaped
+    return spent
 
 
 def machine_busy_s() -> float:

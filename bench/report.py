@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pool_report
-from targets import Verdict
+from targets import NOISY_OTHER_CPU, TENSORFLOW, Verdict, computes_in
 
 BENCH = Path(__file__).resolve().parent
 DOCS = BENCH.parent / "docs"
@@ -133,20 +133,35 @@ def memory_rows(panel: dict[str, Any]) -> list[list[object]]:
     return rows
 
 
-CPU_HEADERS = ("system", "upload", "c", "CPU ms per request, by process role")
+CPU_HEADERS = (
+    "system",
+    "upload",
+    "c",
+    "web tier ms",
+    "CPU ms per request, by process role",
+)
 
 
 def cpu_rows(panel: dict[str, Any]) -> list[list[object]]:
-    """Return where CPU time went per request at each system's highest concurrency."""
+    """Return where CPU time went per request at each system's highest concurrency.
+
+    ``web tier``: onemodel's Gunicorn master, workers and their decoder processes together,
+    everything but the model server.
+    """
     rows: list[list[object]] = []
     for name in SYSTEM_ORDER:
         served = panel.get("systems", {}).get(name, {})
         points = served.get("points", [])
         for upload in dict.fromkeys(p["upload"] for p in points):
             top = max((p for p in points if p["upload"] == upload), key=lambda p: p["concurrency"])
-            cpu = ", ".join(f"{role} {ms:.1f}" for role, ms in top["cpu_ms_per_request"].items())
-            rows.append([_system_label(name, served), upload, top["concurrency"], cpu])
+            rows.append([_system_label(name, served), upload, top["concurrency"], *_cpu_cells(top)])
     return rows
+
+
+def _cpu_cells(point: dict[str, Any]) -> list[str]:
+    web = point.get("web_tier_cpu_ms_per_request")
+    by_role = ", ".join(f"{role} {ms:.1f}" for role, ms in point["cpu_ms_per_request"].items())
+    return ["-" if web is None else f"{web:.1f}", by_role]
 
 
 SWEEP_HEADERS = (
@@ -207,6 +222,257 @@ def target_rows(verdicts: list[Verdict]) -> list[list[object]]:
     return rows
 
 
+ENGINE_HEADERS = (
+    "model",
+    "engine",
+    "precision",
+    "computes",
+    "ceiling b=1 img/s",
+    "ceiling b=8 img/s",
+    "b=8 vs TF",
+    "served c=1 img/s",
+    "served c=8 img/s",
+    "c=8 vs TF ceiling b=8",
+    "PSS MiB",
+    "vs Keras f32",
+    "other CPU",
+)
+ENGINE_CPU_HEADERS = ("model", "served", "c", "model server ms", "web tier ms", "by role (ms)")
+
+
+def engine_keys(panel: dict[str, Any]) -> list[str]:
+    """Return the panel's engine/precision keys: TensorFlow first, then OpenVINO's."""
+    keys = dict.fromkeys([*panel.get("ceilings", {}), *panel.get("served", {})])
+    order = ("float32", "bfloat16", "int8")
+
+    def rank(key: str) -> tuple[bool, int, str]:
+        precision = key.partition("/")[2]
+        return key != TENSORFLOW, order.index(precision) if precision in order else 9, key
+
+    return sorted(keys, key=rank)
+
+
+def engine_rows(panel: dict[str, Any]) -> list[list[object]]:
+    """Return one row per engine and precision: its ceilings, served rates, ratios and PSS."""
+    rows: list[list[object]] = []
+    reference = _ceiling_rate(panel.get("ceilings", {}).get(TENSORFLOW, {}), 8)
+    for key in engine_keys(panel):
+        engine, precision = key.split("/")
+        ceiling = panel.get("ceilings", {}).get(key, {})
+        served = panel.get("served", {}).get(key, {})
+        error = ceiling.get("error") if ceiling.get("refused") else None
+        if error:
+            reason = _first_line(error)
+            reason = reason if len(reason) <= 70 else reason[:69] + "…"
+            rows.append([panel["model"], engine, precision, "-", f"refused: {reason}"])
+            rows[-1] += ["-"] * (len(ENGINE_HEADERS) - len(rows[-1]))
+            continue
+        b1, b8 = _ceiling_rate(ceiling, 1), _ceiling_rate(ceiling, 8)
+        c1, c8 = _served_rate(served, 1), _served_rate(served, 8)
+        memory = served.get("memory") or {}
+        shares = [m.get("other_cpu_share") for m in ceiling.get("measurements", [])]
+        shares += [p.get("other_cpu_share") for p in served.get("points", [])]
+        known = [share for share in shares if share is not None]
+        rows.append(
+            [
+                panel["model"],
+                engine,
+                precision,
+                computes_in(ceiling, served) or ("f32" if engine == "tensorflow" else "?"),
+                _cell(b1, ceiling),
+                _cell(b8, ceiling),
+                _times(b8, reference) if key != TENSORFLOW else "1.00 x",
+                _cell(c1, served),
+                _cell(c8, served),
+                _times(c8, reference),
+                _mib(memory["pss_bytes"]) if memory else "-",
+                _agreement(served.get("ready_info", {}).get("agreement")),
+                _percent(max(known)) if known else "-",
+            ]
+        )
+    return rows
+
+
+def engine_cpu_rows(panel: dict[str, Any]) -> list[list[object]]:
+    """Return the CPU per request of every served engine at each concurrency."""
+    rows: list[list[object]] = []
+    for key in engine_keys(panel):
+        for point in panel.get("served", {}).get(key, {}).get("points", []):
+            by_role = point["cpu_ms_per_request"]
+            rows.append(
+                [
+                    panel["model"],
+                    key,
+                    point["concurrency"],
+                    f"{by_role.get('model_server', 0.0):.1f}",
+                    *_cpu_cells(point),
+                ]
+            )
+    return rows
+
+
+def engine_advice(panels: list[dict[str, Any]], machine: dict[str, Any]) -> str:
+    """Return a short paragraph, from the numbers, saying which engine to use for which model."""
+    sentences = []
+    for panel in panels:
+        model = panel["model"]
+        tf = _served_rate(panel.get("served", {}).get(TENSORFLOW, {}), 8)
+        ov_entry = panel.get("served", {}).get("openvino/float32", {})
+        ov = _served_rate(ov_entry, 8)
+        ceiling_tf = _ceiling_rate(panel.get("ceilings", {}).get(TENSORFLOW, {}), 8)
+        ceiling_ov = _ceiling_rate(panel.get("ceilings", {}).get("openvino/float32", {}), 8)
+        speed = _speed_ratio(ov, tf, ceiling_ov, ceiling_tf)
+        if speed is None:
+            continue
+        ratio, what = speed
+        if ratio >= 1.2:
+            verdict = f"**OpenVINO** (the default `auto`): {ratio:.2f}x TensorFlow's {what}"
+        elif ratio >= 0.9:
+            verdict = (
+                f"either engine for speed ({ratio:.2f}x TensorFlow's {what}); OpenVINO for "
+                "its memory and its start without TensorFlow"
+            )
+        else:
+            verdict = (
+                f"**TensorFlow** (`MODEL_ENGINE=tensorflow`): OpenVINO reached {ratio:.2f}x "
+                f"TensorFlow's {what}"
+            )
+        memory = _memory_note(panel)
+        sentences.append(f"{model}: {verdict}{memory}.")
+    noise = max((_panel_noise(panel) for panel in panels), default=0.0)
+    if noise > NOISY_OTHER_CPU:
+        sentences.append(
+            f"Read these with care: other work used up to {100 * noise:.0f}% of the machine's "
+            "CPU while they were measured."
+        )
+    flags = set(machine.get("cpu_flags_of_note", []))
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        sentences.append(
+            "bfloat16: this CPU has bfloat16 units; see the bfloat16 rows for what they gain."
+        )
+    else:
+        sentences.append(
+            "bfloat16 cannot help on this CPU: it has no `avx512_bf16` or AMX, so OpenVINO "
+            "computes a `bf16` hint in f32 (the bfloat16 rows measure f32 again)."
+        )
+    refused = sorted(
+        {
+            f"{panel['model']} {key}"
+            for panel in panels
+            for key, entry in panel.get("ceilings", {}).items()
+            if entry.get("refused")
+        }
+    )
+    if refused:
+        sentences.append(f"Refused to serve (reason in the table): {', '.join(refused)}.")
+    return " ".join(sentences)
+
+
+def _panel_noise(panel: dict[str, Any]) -> float:
+    shares = [
+        float(m.get("other_cpu_share") or 0.0)
+        for entry in panel.get("ceilings", {}).values()
+        for m in entry.get("measurements", [])
+    ]
+    shares += [
+        float(p.get("other_cpu_share") or 0.0)
+        for entry in panel.get("served", {}).values()
+        for p in entry.get("points", [])
+    ]
+    return max(shares, default=0.0)
+
+
+def _speed_ratio(
+    ov: float | None, tf: float | None, ceiling_ov: float | None, ceiling_tf: float | None
+) -> tuple[float, str] | None:
+    if ov and tf:
+        return ov / tf, "served rate at c=8"
+    if ceiling_ov and ceiling_tf:
+        return ceiling_ov / ceiling_tf, "in-process rate at batch 8"
+    return None
+
+
+def _memory_note(panel: dict[str, Any]) -> str:
+    served = panel.get("served", {})
+    tf = (served.get(TENSORFLOW) or {}).get("memory")
+    ov = (served.get("openvino/float32") or {}).get("memory")
+    if not tf or not ov:
+        return ""
+    return (
+        f", its whole deployment {_mib(ov['pss_bytes'])} MiB PSS against TensorFlow's "
+        f"{_mib(tf['pss_bytes'])} MiB"
+    )
+
+
+def _ceiling_rate(entry: dict[str, Any], batch: int) -> float | None:
+    found = next((b for b in entry.get("batches", []) if b["batch"] == batch), None)
+    return None if found is None else float(found["images_per_s"])
+
+
+def _served_rate(entry: dict[str, Any], concurrency: int) -> float | None:
+    points = entry.get("points", [])
+    found = next((p for p in points if p["concurrency"] == concurrency), None)
+    return None if found is None else float(found["images_per_s"])
+
+
+def _cell(value: float | None, entry: dict[str, Any]) -> str:
+    if value is not None:
+        return _num(value)
+    return "failed" if entry.get("error") else "-"
+
+
+def _times(value: float | None, reference: float | None) -> str:
+    return f"{value / reference:.2f} x" if value is not None and reference else "-"
+
+
+def _agreement(agreement: dict[str, Any] | None) -> str:
+    if not agreement:
+        return "-"
+    return f"top-1 {float(agreement['top1']):.0%}, max diff {float(agreement['max_abs_diff']):.1g}"
+
+
+def engines_lines(results: dict[str, Any], markdown: bool) -> list[str]:
+    """Return the engine panels' section: conditions, the table, CPU, the advice paragraph."""
+    panels = results.get("engines", [])
+    if not panels:
+        return []
+    table = markdown_table if markdown else text_table
+    first = panels[0]
+    machine = results["meta"]["machine"]
+    lines = [
+        "Engine panels: each model on TensorFlow float32 and OpenVINO at each precision. "
+        "The ceilings (one process per engine, the model loaded by onemodel's own "
+        "`load_for_serving`, so OpenVINO's is the cached, verified model onemodel serves, "
+        f"compiled with the same precision hint) ran {_rounds(first['rounds'])} of "
+        f"{first['ceiling_duration_s']:g} s per engine and batch size, engines in turn; "
+        "TensorFlow's b=8 was timed again between the served rounds and its figure covers "
+        "every window. Served: onemodel on each engine, the deployments up side by side "
+        f"and measured point after point in turn ({_engine_durations(panels)} per point, "
+        f"{first['upload']} JPEG). PSS: the whole deployment after its load. `computes`: "
+        "the precision OpenVINO reports (`INFERENCE_PRECISION_HINT` after compiling). "
+        "`vs Keras f32`: the conversion agreement /readyz reports. CPU flags of note: "
+        f"{', '.join(machine.get('cpu_flags_of_note', [])) or 'none'}; load average "
+        f"{_load(first['load_average_start'])} at the start of the first panel, "
+        f"{_load(panels[-1].get('load_average_end', []))} at the end of the last.",
+        "",
+        table(ENGINE_HEADERS, [row for panel in panels for row in engine_rows(panel)]),
+        "",
+        engine_advice(panels, machine),
+    ]
+    cpu = [row for panel in panels for row in engine_cpu_rows(panel)]
+    if cpu:
+        lines += ["", table(ENGINE_CPU_HEADERS, cpu)]
+    return lines
+
+
+def _rounds(count: int) -> str:
+    return "1 round" if count == 1 else f"{count} interleaved rounds"
+
+
+def _engine_durations(panels: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{p['duration_s']:g} s ({p['model']})" for p in panels)
+
+
 # --- outputs ----------------------------------------------------------------------------
 
 
@@ -223,6 +489,8 @@ def terminal_report(results: dict[str, Any], verdicts: list[Verdict]) -> str:
             f"\n=== {title}: memory after load",
             text_table(MEMORY_HEADERS, memory_rows(panel)),
         ]
+    if results.get("engines"):
+        parts += ["\n=== engines", *engines_lines(results, markdown=False)]
     if results.get("sweep"):
         parts += [
             "\n=== onemodel web-tier sweep",
@@ -258,10 +526,12 @@ def benchmarks_page(
         "a `multiprocessing` manager behind a lock, one image per model call), `naive` "
         "(Gunicorn with 4 sync workers, a model copy in each) and onemodel. `make bench` starts "
         f"every system itself, drives it with wrk on 127.0.0.1 (this run took "
-        f"{meta['elapsed_s'] / 60:.0f} minutes; `make bench-quick` takes under 3) and rewrites "
+        f"{meta['elapsed_s'] / 60:.0f} minutes; `make bench-quick` takes under 4) and rewrites "
         f"this page; [bench/README.md]({link(BENCH / 'README.md')}) explains the method and "
         "the options. Why the missed targets are missed on this machine, and what batching and "
-        f"bfloat16 gain: [performance.md]({link(DOCS / 'performance.md')}).",
+        f"bfloat16 gain: [performance.md]({link(DOCS / 'performance.md')}). TensorFlow or "
+        "OpenVINO, per model and precision: the engines section below (`make bench-engines` "
+        f"measures only it) and [engines.md]({link(DOCS / 'engines.md')}).",
         "",
         "## Latest run",
         "",
@@ -306,6 +576,8 @@ def _summary_lines(results: dict[str, Any], verdicts: list[Verdict], chart: str)
         cpu = cpu_rows(panel)
         if cpu:
             lines += ["", markdown_table(CPU_HEADERS, cpu)]
+    if results.get("engines"):
+        lines += ["", "### Engines: TensorFlow or OpenVINO", "", *engines_lines(results, True)]
     if results.get("sweep"):
         lines += [
             "",
@@ -313,7 +585,9 @@ def _summary_lines(results: dict[str, Any], verdicts: list[Verdict], chart: str)
             "",
             markdown_table(SWEEP_HEADERS, sweep_rows(results["sweep"])),
         ]
-    lines += ["", f"![throughput and p95 latency]({chart})", ""]
+    if results["panels"]:
+        lines += ["", f"![throughput and p95 latency]({chart})"]
+    lines.append("")
     lines += pool_report.markdown_lines(results.get("pool"), markdown_table)
     return lines
 

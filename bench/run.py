@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import assets
 import environment
 import pool
 import report
-from plan import SYSTEMS, Plan, build_plan
+from plan import ENGINE_MODELS, ENGINE_PRECISIONS, SYSTEMS, Plan, build_engine_panels, build_plan
 from runner import RunConfig, Runner, log_line
 from targets import evaluate
 
@@ -62,6 +63,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="tensorflow",
         help="onemodel's MODEL_ENGINE (default tensorflow: the same engine as the ceiling)",
     )
+    parser.add_argument(
+        "--engine-models",
+        default=None,
+        help="comma-separated efficientnetb0,vgg16,tiny for the engine panels "
+        "(default: efficientnetb0,vgg16; quick: efficientnetb0)",
+    )
+    parser.add_argument(
+        "--engine-precisions",
+        default=None,
+        help="comma-separated float32,bfloat16,int8: OpenVINO's precisions in the engine panels "
+        "(default all three, int8 not for VGG16 unless listed here; quick: float32 only)",
+    )
+    engines = parser.add_mutually_exclusive_group()
+    engines.add_argument(
+        "--engines-only", action="store_true", help="only the engine panels (make bench-engines)"
+    )
+    engines.add_argument("--no-engines", action="store_true", help="skip the engine panels")
     parser.add_argument("--web-concurrency", type=int, default=4, help="onemodel workers")
     parser.add_argument("--web-threads", type=int, default=8, help="onemodel threads per worker")
     parser.add_argument(
@@ -72,7 +90,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-sweep", action="store_true", help="full mode: skip trying other worker/thread counts"
     )
-    parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="output folder (default bench/results; --engines-only: bench/results/engines, "
+        "so it leaves the full run's files alone)",
+    )
     parser.add_argument(
         "--page",
         type=Path,
@@ -86,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="measure nothing: re-evaluate and re-render the results in this JSON file",
     )
     args = parser.parse_args(argv)
+    if args.results is None:
+        args.results = RESULTS / "engines" if args.engines_only else RESULTS
     args.precisions = _choices(
         args.precision or ("float32" if args.quick else "float32,bfloat16"),
         PRECISIONS,
@@ -93,6 +119,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args.model_list = _choices(args.models, MODELS, "--models")
     args.system_list = _choices(args.systems, SYSTEMS, "--systems")
+    default_engine_models = "efficientnetb0" if args.quick else ",".join(ENGINE_MODELS)
+    args.engine_model_list = _choices(
+        args.engine_models or default_engine_models, (*ENGINE_MODELS, "tiny"), "--engine-models"
+    )
+    args.engine_precision_list = _choices(
+        args.engine_precisions or ",".join(ENGINE_PRECISIONS),
+        ENGINE_PRECISIONS,
+        "--engine-precisions",
+    )
     return args
 
 
@@ -106,15 +141,41 @@ def _choices(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
 
 def make_plan(args: argparse.Namespace) -> Plan:
     """Turn the options into the list of measurements."""
-    return build_plan(
+    small_duration_s = args.duration or (3.0 if args.quick else 6.0)
+    vgg16_duration_s = args.vgg16_duration or (6.0 if args.quick else 12.0)
+    plan = build_plan(
         quick=args.quick,
         models=args.model_list,
         precisions=args.precisions,
-        tiny_duration_s=args.duration or (3.0 if args.quick else 6.0),
-        vgg16_duration_s=args.vgg16_duration or (6.0 if args.quick else 12.0),
+        tiny_duration_s=small_duration_s,
+        vgg16_duration_s=vgg16_duration_s,
         sweep=not args.no_sweep,
         systems=args.system_list,
     )
+    engines = build_engine_panels(
+        quick=args.quick,
+        models=() if args.no_engines else args.engine_model_list,
+        precisions=args.engine_precision_list,
+        small_duration_s=small_duration_s,
+        vgg16_duration_s=vgg16_duration_s,
+        int8_vgg16=args.engine_precisions is not None,
+    )
+    if args.engines_only:
+        return Plan(mode="engines", panels=(), engines=engines)
+    return dataclasses.replace(plan, engines=engines)
+
+
+def model_paths(plan: Plan) -> dict[str, str]:
+    """Build the models the plan needs once (bench/.cache) and return every model's path."""
+    needed = {panel.model for panel in plan.panels} | {panel.model for panel in plan.engines}
+    needed |= {run.model for run in plan.sweep}
+    paths = {"vgg16": "vgg16"}
+    if "tiny" in needed:
+        paths["tiny"] = str(assets.ensure_tiny_model())
+    for model in sorted(needed - {"tiny", "vgg16"}):
+        log_line(f"preparing {model} (built once with random weights into {assets.CACHE})")
+        paths[model] = str(assets.ensure_application_model(model))
+    return paths
 
 
 def _stop_on_sigterm() -> None:
@@ -129,16 +190,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     started = time.time()
     load_start = [round(v, 2) for v in os.getloadavg()]
-    log_line("preparing the tiny model and the JPEG uploads")
+    plan = make_plan(args)
+    log_line("preparing the models, the JPEG uploads and the int8 calibration images")
     config = RunConfig(
-        model_paths={"tiny": str(assets.ensure_tiny_model()), "vgg16": "vgg16"},
+        model_paths=model_paths(plan),
         uploads=assets.ensure_uploads(),
         web_workers=args.web_concurrency,
         web_threads=args.web_threads,
         engine=args.engine,
         log_dir=assets.CACHE / "logs" / stamp,
+        calibration_dir=assets.ensure_calibration_images(),
     )
-    plan = make_plan(args)
     log_line(f"{plan.mode} run, logs in {config.log_dir}")
     measured = Runner(plan, config).run()
     if plan.mode == "full" and "onemodel" in args.system_list and not args.no_pool:
@@ -156,6 +218,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "web_workers": args.web_concurrency,
         "web_threads": args.web_threads,
         "engine": args.engine,
+        "model_cache_dir": str(config.model_cache_dir),
         "uploads": {
             name: {"file": u.path.name, "width": u.width, "height": u.height, "bytes": u.size_bytes}
             for name, u in config.uploads.items()
@@ -183,7 +246,8 @@ def publish(results: dict[str, Any], directory: Path, page: Path | None) -> None
     stamped = report.write_json(results, directory, results["meta"]["stamp"])
     report.write_text(directory / "latest.md", report.markdown_report(results, verdicts))
     chart = directory / "latest.png"
-    report.plot(results, chart)
+    if results["panels"]:
+        report.plot(results, chart)
     log_line(f"wrote {stamped}, latest.json, latest.md and latest.png in {directory}")
     if page is None:
         log_line(f"left {DOCS_PAGE} alone (not a full run into {RESULTS}; --page to choose)")

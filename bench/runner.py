@@ -13,16 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import loadgen
-from assets import Upload
+from assets import CACHE, Upload
+from engine_panels import EnginePanelRunner
 from plan import Panel, Plan, SweepRun, SystemRun
 from processes import (
     Launcher,
-    cpu_by_role,
+    cpu_snapshot,
+    cpu_spent_by_role,
     machine_busy_s,
     memory_by_role,
     other_cpu_share,
 )
-from systems import BASELINES, PYTHON, Server, ServerSpec, base_env, start_server
+from systems import (
+    BASELINES,
+    PYTHON,
+    WEB_TIER_ROLES,
+    Server,
+    ServerSpec,
+    base_env,
+    ready_fields,
+    start_server,
+    with_path,
+)
 
 START_TIMEOUT_S = 900.0
 CEILING_TIMEOUT_S = 900.0
@@ -30,6 +42,7 @@ CEILING_TIMEOUT_S = 900.0
 # are slower (and wrk's latency accounting is unreliable in them). VGG16 needs none: its
 # warm-up requests already take seconds.
 WARM_WRK_S = {"tiny": 2.0, "vgg16": 0.0}
+WARM_WRK_DEFAULT_S = 2.0
 
 Log = Callable[[str], None]
 
@@ -44,6 +57,9 @@ class RunConfig:
     web_threads: int
     log_dir: Path
     engine: str = "tensorflow"  # onemodel's MODEL_ENGINE (bench/run.py --engine)
+    # onemodel's converted models (MODEL_CACHE_DIR): the bench's own, kept between runs.
+    model_cache_dir: Path = CACHE / "model-cache"
+    calibration_dir: Path = CACHE / "calibration"  # MODEL_CALIBRATION_DIR for int8
 
 
 def log_line(text: str) -> None:
@@ -64,8 +80,9 @@ class Runner:
         """Measure everything in the plan; return the results as plain data."""
         with self.launcher.session():
             panels = [self._run_panel(panel) for panel in self.plan.panels]
+            engines = [EnginePanelRunner(self).run(panel) for panel in self.plan.engines]
             sweep = [self._run_sweep(run) for run in self.plan.sweep]
-        return {"panels": panels, "sweep": sweep}
+        return {"panels": panels, "engines": engines, "sweep": sweep}
 
     # --- panels -----------------------------------------------------------------------
 
@@ -98,8 +115,7 @@ class Runner:
             "--output",
             str(output),
         ]
-        env = base_env()
-        env["PYTHONPATH"] = str(BASELINES)
+        env = with_path(base_env())
         busy_before, wall_before = machine_busy_s(), time.monotonic()
         children_before = _children_cpu_s()
         started = self.launcher.start(f"ceiling-{panel.model}-{panel.precision}", argv, env)
@@ -148,10 +164,10 @@ class Runner:
             self.log(f"{system_run.system} {panel.key} ready in {startup_s:.1f} s")
             points = []
             for upload in system_run.uploads:
-                self._warm(server, panel.model, upload, max(system_run.concurrencies))
+                self.warm(server, panel.model, upload, max(system_run.concurrencies))
                 for concurrency in system_run.concurrencies:
                     points.append(
-                        self._measure(server, upload, concurrency, panel.duration_s, panel.key)
+                        self.measure(server, upload, concurrency, panel.duration_s, panel.key)
                     )
             memory = memory_by_role(server.started, server.roles)
             self.log(
@@ -160,7 +176,7 @@ class Runner:
             return {
                 "config": config,
                 "startup_s": startup_s,
-                "ready_info": _plain(server.ready_info),
+                "ready_info": ready_fields(server.ready_info),
                 "points": points,
                 "memory": memory,
             }
@@ -170,20 +186,27 @@ class Runner:
         finally:
             self.launcher.stop(server.started)
 
-    def _measure(
+    def measure(
         self, server: Server, upload: str, concurrency: int, duration_s: float, label: str
     ) -> dict[str, Any]:
+        """Load a server with wrk at one concurrency; return the point with CPU by role."""
         image = self.config.uploads[upload].path
-        cpu_before = cpu_by_role(server.started, server.roles)
+        cpu_before = cpu_snapshot(server.started, server.roles)
         busy_before, wall_before = machine_busy_s(), time.monotonic()
         result = loadgen.run_wrk(server.predict_url, image, concurrency, duration_s)
         busy, wall = machine_busy_s() - busy_before, time.monotonic() - wall_before
-        cpu_after = cpu_by_role(server.started, server.roles)
+        spent = cpu_spent_by_role(cpu_before, cpu_snapshot(server.started, server.roles))
         loadgen.pause(loadgen.drain_time_s(result))
         point = {"upload": upload, **result.as_dict()}
-        point["cpu_ms_per_request"] = _cpu_per_request(cpu_before, cpu_after, result)
-        ours = sum(cpu_after.values()) - sum(cpu_before.values()) + result.wrk_cpu_s
-        point["other_cpu_share"] = other_cpu_share(busy, ours, wall)
+        point["cpu_ms_per_request"] = cpu_per_request(spent, result)
+        if server.system == "onemodel":
+            # Gunicorn's master, its workers and their decoder sandboxes: all but the model.
+            point["web_tier_cpu_ms_per_request"] = round(
+                sum(point["cpu_ms_per_request"].get(role, 0.0) for role in WEB_TIER_ROLES), 3
+            )
+        point["other_cpu_share"] = other_cpu_share(
+            busy, sum(spent.values()) + result.wrk_cpu_s, wall
+        )
         self.log(
             f"{server.system} {label} {upload} c={concurrency}: {result.images_per_s:.2f} img/s "
             f"({result.rate_method}; Little {result.images_per_s_littles_law:.2f}, counted "
@@ -193,13 +216,15 @@ class Runner:
         )
         return point
 
-    def _warm(self, server: Server, model: str, upload: str, concurrency: int) -> None:
+    def warm(self, server: Server, model: str, upload: str, concurrency: int) -> None:
+        """Warm a fresh server up: a few requests, then (small models) a short wrk run."""
         image = self.config.uploads[upload].path
         failures = loadgen.warm_up(server.predict_url, image, concurrency)
         if failures:
             self.log(f"warning: {failures} warm-up requests to {server.system} failed")
-        if WARM_WRK_S[model] > 0:
-            warm = loadgen.run_wrk(server.predict_url, image, concurrency, WARM_WRK_S[model])
+        seconds = WARM_WRK_S.get(model, WARM_WRK_DEFAULT_S)
+        if seconds > 0:
+            warm = loadgen.run_wrk(server.predict_url, image, concurrency, seconds)
             loadgen.pause(loadgen.drain_time_s(warm))
 
     # --- sweep ------------------------------------------------------------------------
@@ -219,9 +244,9 @@ class Runner:
         except (RuntimeError, TimeoutError, OSError) as error:
             return {**entry, "error": str(error)}
         try:
-            self._warm(server, run.model, run.upload, run.concurrency)
+            self.warm(server, run.model, run.upload, run.concurrency)
             label = f"{run.model}/{run.precision} w{run.workers}t{run.threads}"
-            point = self._measure(server, run.upload, run.concurrency, run.duration_s, label)
+            point = self.measure(server, run.upload, run.concurrency, run.duration_s, label)
             memory = memory_by_role(server.started, server.roles)
             return {**entry, "point": point, "memory": memory}
         except (RuntimeError, OSError, subprocess.SubprocessError) as error:
@@ -231,27 +256,22 @@ class Runner:
 
     def _spec(self, model: str, precision: str, workers: int, threads: int) -> ServerSpec:
         return ServerSpec(
-            self.config.model_paths[model], precision, workers, threads, engine=self.config.engine
+            self.config.model_paths[model],
+            precision,
+            workers,
+            threads,
+            engine=self.config.engine,
+            cache_dir=str(self.config.model_cache_dir),
         )
 
 
-def _cpu_per_request(
-    before: dict[str, float], after: dict[str, float], result: loadgen.LoadResult
-) -> dict[str, float]:
+def cpu_per_request(spent: dict[str, float], result: loadgen.LoadResult) -> dict[str, float]:
+    """Return CPU milliseconds per request by role, wrk's own included."""
     requests = max(result.requests, 1)
-    spent = {role: after[role] - before.get(role, 0.0) for role in after}
-    spent["wrk"] = result.wrk_cpu_s
+    spent = {**spent, "wrk": result.wrk_cpu_s}
     return {role: round(1000 * seconds / requests, 3) for role, seconds in sorted(spent.items())}
 
 
 def _children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _plain(info: dict[str, object]) -> dict[str, object]:
-    return {
-        key: value
-        for key, value in info.items()
-        if isinstance(value, (str, int, float, bool, list))
-    }

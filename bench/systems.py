@@ -31,6 +31,8 @@ _DROPPED = (
     "MODEL_PRECISION",
     "MODEL_ENGINE",
     "MODEL_CACHE_DIR",
+    "MODEL_CALIBRATION_DIR",
+    "MODEL_MIN_AGREEMENT",
     "MAX_BATCH_SIZE",
     "MAX_BATCH_DELAY_MS",
     "MAX_QUEUE",
@@ -52,6 +54,9 @@ class ServerSpec:
     extra_env: tuple[tuple[str, str], ...] = ()
     # onemodel's MODEL_ENGINE; the baselines and the ceiling are TensorFlow whatever it is.
     engine: str = "tensorflow"
+    # MODEL_CACHE_DIR (the bench's own, not the user's) and MODEL_CALIBRATION_DIR (int8).
+    cache_dir: str = ""
+    calibration_dir: str = ""
 
     def model_env(self) -> dict[str, str]:
         """Return the environment every system reads its model from."""
@@ -62,6 +67,10 @@ class ServerSpec:
             MODEL_PRECISION=self.precision,
             MODEL_ENGINE=self.engine,
         )
+        if self.cache_dir:
+            env["MODEL_CACHE_DIR"] = self.cache_dir
+        if self.calibration_dir and self.precision == "int8":
+            env["MODEL_CALIBRATION_DIR"] = self.calibration_dir
         env.update(dict(self.extra_env))
         return env
 
@@ -122,7 +131,7 @@ def _start_tutorial(spec: ServerSpec, launcher: Launcher, timeout_s: float) -> S
     port = free_port()
     argv = [PYTHON, str(BASELINES / "tutorial_app.py"), "--port", str(port)]
     name = f"tutorial-{_model_label(spec)}-{spec.precision}"
-    started = launcher.start(name, argv, _with_root_on_path(spec.model_env()), cwd=BASELINES)
+    started = launcher.start(name, argv, with_path(spec.model_env()), cwd=BASELINES)
     base = f"http://127.0.0.1:{port}"
     info = wait_ready(started, f"{base}/readyz", timeout_s)
     return Server("tutorial", started, base, tutorial_role, info)
@@ -131,7 +140,7 @@ def _start_tutorial(spec: ServerSpec, launcher: Launcher, timeout_s: float) -> S
 def _start_naive(spec: ServerSpec, launcher: Launcher, timeout_s: float) -> Server:
     port = free_port()
     ready_dir = Path(tempfile.mkdtemp(prefix="onemodel-bench-naive-", dir=launcher.log_dir))
-    env = _with_root_on_path(spec.model_env())
+    env = with_path(spec.model_env())
     env["NAIVE_READY_DIR"] = str(ready_dir)
     argv = [
         GUNICORN,
@@ -158,7 +167,8 @@ def _start_naive(spec: ServerSpec, launcher: Launcher, timeout_s: float) -> Serv
     return Server("naive", started, base, gunicorn_role, info)
 
 
-def _with_root_on_path(env: dict[str, str]) -> dict[str, str]:
+def with_path(env: dict[str, str]) -> dict[str, str]:
+    """Put bench/baselines first on PYTHONPATH, keeping the caller's (onemodel's src)."""
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BASELINES), env.get("PYTHONPATH", "")]))
     return env
 
@@ -173,6 +183,8 @@ def _count_role(started: Started, roles: Callable[[psutil.Process, int], str], r
 
 # The decode sandbox's processes (children of the Gunicorn workers).
 DECODER_COMMAND = "onemodel.web.decoder_process"
+# onemodel's web tier: every role of its tree but the model server.
+WEB_TIER_ROLES = ("master", "worker", "decoder")
 
 
 def gunicorn_role(process: psutil.Process, root_pid: int) -> str:
@@ -201,3 +213,9 @@ def readyz(server: Server) -> dict[str, object]:
     """Return the server's /readyz body ({} when it does not answer 200)."""
     status, body = get_json(f"{server.base_url}/readyz")
     return body if status == 200 else {}
+
+
+def ready_fields(info: dict[str, object]) -> dict[str, object]:
+    """Return the JSON-able part of a /readyz body (the conversion agreement is a dict)."""
+    kept = (str, int, float, bool, list, dict)
+    return {key: value for key, value in info.items() if value is None or isinstance(value, kept)}

@@ -81,9 +81,11 @@ class Lookup:
 def evaluate(results: Results) -> list[Verdict]:
     """Evaluate every target the brief sets, noting how much other work disturbed each."""
     find = Lookup(results)
-    targets = _vgg16_targets(find) + _tiny_targets(find)
+    # An engines-only run (make bench-engines) has no classic panels to judge.
+    targets = _vgg16_targets(find) + _tiny_targets(find) if results.get("panels") else []
     if any(p["precision"] == "bfloat16" for p in results.get("panels", [])):
         targets += _bf16_targets(find)
+    targets += engine_targets(EngineLookup(results, find.other_cpu))
     verdicts = []
     for target in targets:
         find.other_cpu.clear()
@@ -226,3 +228,127 @@ def _rate(point: dict[str, Any] | None) -> float | None:
 
 def _rss(memory: dict[str, Any] | None) -> int | None:
     return memory["rss_bytes"] if memory else None
+
+
+# --- engine panels ------------------------------------------------------------------------
+
+SMALL_MODEL = "efficientnetb0"
+TENSORFLOW = "tensorflow/float32"
+ENGINE_CONCURRENCY = 8
+
+
+class EngineLookup:
+    """Find figures in a run's engine panels by model and engine/precision key."""
+
+    def __init__(self, results: Results, other_cpu: list[float]) -> None:
+        self._panels = {p["model"]: p for p in results.get("engines", [])}
+        self.other_cpu = other_cpu  # shared with Lookup: evaluate() reads it per target
+
+    def has(self, model: str) -> bool:
+        """Return whether the run has an engine panel for the model."""
+        return model in self._panels
+
+    def planned(self, model: str, key: str) -> bool:
+        """Return whether the model's panel meant to serve this engine and precision."""
+        return key in self._panels.get(model, {}).get("served", {})
+
+    def ceiling_rate(self, model: str, key: str, batch: int) -> float | None:
+        """Return a ceiling's img/s at one batch size, over all its timed windows."""
+        entry = self._panels.get(model, {}).get("ceilings", {}).get(key, {})
+        found = next((b for b in entry.get("batches", []) if b["batch"] == batch), None)
+        if found is None:
+            return None
+        self.other_cpu.append(found["other_cpu_share"])
+        return float(found["images_per_s"])
+
+    def ceiling(self, model: str, key: str) -> dict[str, Any]:
+        """Return a ceiling's entry ({} when not measured)."""
+        found: dict[str, Any] = self._panels.get(model, {}).get("ceilings", {}).get(key, {})
+        return found
+
+    def served(self, model: str, key: str) -> dict[str, Any]:
+        """Return a served engine's entry ({} when not measured)."""
+        found: dict[str, Any] = self._panels.get(model, {}).get("served", {}).get(key, {})
+        return found
+
+    def point(self, model: str, key: str, concurrency: int) -> dict[str, Any] | None:
+        """Return one served point of an engine at a concurrency."""
+        points = self.served(model, key).get("points", [])
+        found = next((p for p in points if p["concurrency"] == concurrency), None)
+        if found is not None and "other_cpu_share" in found:
+            self.other_cpu.append(found["other_cpu_share"])
+        return found
+
+
+def computes_in(ceiling: dict[str, Any], served: dict[str, Any]) -> str:
+    """Return what OpenVINO reported it computes in ("f32", "bf16"; "" when unknown)."""
+    reported = ceiling.get("ready", {}).get("inference_precision", "")
+    if reported:
+        return str(reported)
+    reason = str(served.get("ready_info", {}).get("engine_reason", ""))
+    return "f32" if "no bfloat16 units" in reason else ""
+
+
+def engine_targets(find: EngineLookup) -> list[Target]:
+    """Return the engine targets of issue 11 for the models the run measured."""
+    targets: list[Target] = []
+    if find.planned(SMALL_MODEL, "openvino/float32"):
+        targets.append(lambda: _served_vs_tensorflow(find, "float32", 1.8))
+    if find.planned(SMALL_MODEL, "openvino/bfloat16"):
+        targets.append(lambda: _served_vs_tensorflow(find, "bfloat16", 3.0))
+    if find.has("vgg16"):
+        targets.append(lambda: _deployment_memory(find))
+    return targets
+
+
+def _served_vs_tensorflow(find: EngineLookup, precision: str, factor: float) -> Verdict:
+    """The small model served on OpenVINO at 8 clients against TF's in-process ceiling b=8."""
+    key = f"openvino/{precision}"
+    name = f"{SMALL_MODEL} 224: onemodel {key} c=8 vs TensorFlow ceiling b=8"
+    wanted = f">= {factor:g} x, identical top-1" if precision == "float32" else f">= {factor:g} x"
+    point = find.point(SMALL_MODEL, key, ENGINE_CONCURRENCY)
+    reference = find.ceiling_rate(SMALL_MODEL, TENSORFLOW, 8)
+    served = find.served(SMALL_MODEL, key)
+    if point is None or not reference:
+        why = served.get("error") or find.ceiling(SMALL_MODEL, key).get("error") or ""
+        measured = f"not measured: {_first_line(why)}" if why else "not measured"
+        return Verdict(name, wanted, measured, None)
+    ratio = point["images_per_s"] / reference
+    measured = f"{point['images_per_s']:.2f} vs {reference:.2f} img/s = {ratio:.2f} x"
+    agreement = served.get("ready_info", {}).get("agreement")
+    if precision == "float32":
+        if not agreement:
+            return Verdict(name, wanted, measured + "; agreement not reported", None)
+        top1 = float(agreement["top1"])
+        measured += (
+            f"; conversion top-1 {top1:.0%} on {agreement['images']} inputs, max |diff| "
+            f"{agreement['max_abs_diff']:.2g}"
+        )
+        return Verdict(name, wanted, measured, ratio >= factor and top1 == 1.0)
+    computed = computes_in(find.ceiling(SMALL_MODEL, key), served)
+    if computed and "bf16" not in computed:
+        note = f"not measurable: CPU has no bf16 units (OpenVINO computes {computed}); "
+        return Verdict(name, wanted, note + measured, None)
+    return Verdict(name, wanted, measured, ratio >= factor)
+
+
+def _deployment_memory(find: EngineLookup) -> Verdict:
+    """VGG16's whole OpenVINO deployment against TensorFlow's one process holding VGG16."""
+    name = "VGG16: onemodel openvino/float32 deployment PSS vs TensorFlow ceiling process"
+    wanted = "<= 0.8 x (PSS)"
+    memory = find.served("vgg16", "openvino/float32").get("memory")
+    reference = find.ceiling("vgg16", TENSORFLOW).get("memory")
+    if not memory or not reference:
+        return Verdict(name, wanted, "not measured", None)
+    ratio = memory["pss_bytes"] / reference["pss_bytes"]
+    measured = (
+        f"{memory['pss_bytes'] / MIB:.0f} vs {reference['pss_bytes'] / MIB:.0f} MiB = "
+        f"{ratio:.2f} x (RSS: {memory['rss_bytes'] / MIB:.0f} vs "
+        f"{reference['rss_bytes'] / MIB:.0f} MiB)"
+    )
+    return Verdict(name, wanted, measured, ratio <= 0.8)
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in str(text).strip().splitlines() if line.strip()]
+    return lines[0][:160] if lines else ""
