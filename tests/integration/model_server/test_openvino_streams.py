@@ -67,3 +67,12 @@ def test_results_survive_the_next_call(engines: tuple[OpenVINOEngine, OpenVINOEn
 def test_streams_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         OpenVINOEngine(_model(), "float32", streams=0)
+
+
+def test_streams_run_a_static_one_image_model_and_leave_the_callers_dynamic() -> None:
+    model = _model()
+    engine = OpenVINOEngine(model, "float32", streams=2)
+    assert list(engine._compiled.input(0).get_partial_shape().to_shape()) == [1, 16, 16, 3]
+    assert model.input(0).get_partial_shape()[0].is_dynamic
+    single = OpenVINOEngine(model, "float32", streams=1)
+    assert single._compiled.input(0).get_partial_shape()[0].is_dynamic
