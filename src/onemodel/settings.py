@@ -129,8 +129,9 @@ class Settings:
     # auto: OpenVINO where it is installed and the converted model verifies, else TensorFlow.
     engine: str = "auto"
     # OpenVINO: the CPU streams one batch is split across (1: one request on every core,
-    # OpenVINO's LATENCY mode; 2, the default: THROUGHPUT mode, each half of a batch on its
-    # own stream; docs/engines.md "Throughput mode"). Typical 1-2 on a 2-core box.
+    # OpenVINO's LATENCY mode; 2, the default: THROUGHPUT mode, the images of a batch run
+    # one per request on a static one-image model, 2 at a time; docs/engines.md
+    # "Throughput mode"). Typical 1-2 on a 2-core box.
     openvino_streams: int = 2
     # Converted models (OpenVINO IR) live here; None: no cache (from_env defaults to
     # $XDG_CACHE_HOME/onemodel or ~/.cache/onemodel; MODEL_CACHE_DIR=off disables it).
@@ -142,6 +143,10 @@ class Settings:
     # min_agreement (0 to 1; default 0.99).
     calibration_dir: str | None = None
     min_agreement: float = 0.99
+    # The most seconds NNCF's accuracy-aware retry may take (in its own process, killed
+    # after that; the model is then refused): it compiles and validates the model once per
+    # group of quantized operations, which on a many-layer model can run for very long.
+    quantization_timeout_s: float = 300.0
     # Model repository (MODEL_PATH a directory <name>/<version>/): a pinned version (None:
     # the highest that loads) and how often to look for new versions (0: only on SIGHUP).
     model_version: int | None = None
@@ -250,6 +255,9 @@ class Settings:
             cache_dir=model_cache_dir(env),
             calibration_dir=env.get("MODEL_CALIBRATION_DIR", "").strip() or None,
             min_agreement=parser.number("MODEL_MIN_AGREEMENT", cls.min_agreement, minimum=0.0),
+            quantization_timeout_s=parser.number(
+                "MODEL_QUANTIZATION_TIMEOUT_S", cls.quantization_timeout_s, minimum=1.0
+            ),
             model_version=parser.optional_integer("MODEL_VERSION", minimum=1),
             model_poll_s=parser.number("MODEL_POLL_S", cls.model_poll_s, minimum=0.0),
             max_batch_size=parser.integer("MAX_BATCH_SIZE", cls.max_batch_size, minimum=1),

@@ -216,7 +216,9 @@ def _load_int8(
         preprocess_mode=settings.preprocess_mode,
         min_agreement=settings.min_agreement,
         compile_model=toolkit.compile,
-        quantizer=quantizer if quantizer is not None else NNCFQuantizer(),
+        quantizer=quantizer
+        if quantizer is not None
+        else NNCFQuantizer(timeout_s=settings.quantization_timeout_s),
     )
     logger.info(
         "int8 model accepted (MODEL_MIN_AGREEMENT=%g): %s on %d held-out images",

@@ -19,6 +19,10 @@ import numpy as np
 
 from onemodel.boundary.contract import Agreement
 from onemodel.errors import ModelLoadError
+from onemodel.model_server.accuracy_control import (
+    QuantizationTimeoutError,
+    run_accuracy_control,
+)
 from onemodel.model_server.calibration import CalibrationSet
 from onemodel.model_server.engines import Engine
 from onemodel.model_server.preprocessing import preprocess
@@ -33,6 +37,8 @@ logger = logging.getLogger(__name__)
 # The most operation groups accuracy-aware quantization returns to float32, one by one
 # (each costs a validation pass over the calibration images).
 ACCURACY_CONTROL_MAX_ITERATIONS = 8
+# Settings.quantization_timeout_s's default (MODEL_QUANTIZATION_TIMEOUT_S).
+ACCURACY_CONTROL_TIMEOUT_S = 300.0
 _PREDICT_BATCH = 16
 POST_TRAINING = "post-training quantization"
 ACCURACY_AWARE = "accuracy-aware quantization"
@@ -110,16 +116,21 @@ def quantize_gated(
     if not quantization_accepted(agreement, min_agreement):
         expected = _predict(float32, calibration).argmax(axis=1)
         validation = [(item, int(label)) for item, label in zip(items, expected, strict=True)]
-        quantized, engine, agreement = attempt(
-            ACCURACY_AWARE,
-            lambda: quantizer.quantize_with_accuracy_control(
-                model,
-                items,
-                validation,
-                max_drop=max(0.0, 1.0 - min_agreement),
-            ),
-        )
-        method = ACCURACY_AWARE
+        try:
+            quantized, engine, agreement = attempt(
+                ACCURACY_AWARE,
+                lambda: quantizer.quantize_with_accuracy_control(
+                    model,
+                    items,
+                    validation,
+                    max_drop=max(0.0, 1.0 - min_agreement),
+                ),
+            )
+            method = ACCURACY_AWARE
+        except QuantizationTimeoutError as error:
+            # The post-training agreement stands, below the bar: refused just below.
+            attempts.append(f"{ACCURACY_AWARE}: {error}")
+            logger.warning("int8 %s: %s", ACCURACY_AWARE, error)
     summary = "; ".join(attempts)
     if not quantization_accepted(agreement, min_agreement):
         raise ModelLoadError(
@@ -135,8 +146,13 @@ def quantize_gated(
 class NNCFQuantizer:
     """NNCF on OpenVINO models, imported when first used (seconds; only cold int8 starts)."""
 
-    def __init__(self, max_iterations: int = ACCURACY_CONTROL_MAX_ITERATIONS) -> None:
+    def __init__(
+        self,
+        max_iterations: int = ACCURACY_CONTROL_MAX_ITERATIONS,
+        timeout_s: float = ACCURACY_CONTROL_TIMEOUT_S,
+    ) -> None:
         self._max_iterations = max_iterations
+        self._timeout_s = timeout_s
         try:
             import nncf  # noqa: PLC0415
         except ImportError:
@@ -161,7 +177,8 @@ class NNCFQuantizer:
             advanced_parameters=self._parameters(),
         )
 
-    def _parameters(self) -> Any:
+    @staticmethod
+    def _parameters() -> Any:
         from nncf.quantization.advanced_parameters import (  # noqa: PLC0415
             AdvancedQuantizationParameters,
             QuantizationParameters,
@@ -183,14 +200,36 @@ class NNCFQuantizer:
         validation: Sequence[tuple[np.ndarray, int]],
         max_drop: float,
     ) -> Any:
-        """Return ``model`` quantized by accuracy-aware quantization.
+        """Return ``model`` quantized by accuracy-aware quantization, in a child process.
 
         The metric is top-1 agreement with each validation item's expected class (its
         float32 top-1); NNCF returns operation groups to float32 until the drop from the
         float32 model's 1.0 is at most ``max_drop`` or ``max_iterations`` groups are back
-        (0: none, the post-training result is kept).
+        (0: none, the post-training result is kept). The validation items are the
+        calibration images with their classes. The child is killed after ``timeout_s``
+        (QuantizationTimeoutError): see ``accuracy_control``.
         """
-        nncf = self._nncf
+        del calibration  # the same images as the validation items
+        return run_accuracy_control(
+            model,
+            np.concatenate([item for item, _ in validation]),
+            np.array([label for _, label in validation], dtype=np.int64),
+            max_drop=max_drop,
+            max_iterations=self._max_iterations,
+            timeout_s=self._timeout_s,
+        )
+
+    @staticmethod
+    def accuracy_control_here(
+        nncf: Any,
+        model: Any,
+        calibration: Sequence[np.ndarray],
+        validation: Sequence[tuple[np.ndarray, int]],
+        *,
+        max_drop: float,
+        max_iterations: int,
+    ) -> Any:
+        """Run NNCF's accuracy-aware quantization in this process (the child's part)."""
         from nncf.quantization.advanced_parameters import (  # noqa: PLC0415
             AdvancedAccuracyRestorerParameters,
         )
@@ -208,9 +247,9 @@ class NNCFQuantizer:
             max_drop=max_drop,
             drop_type=nncf.DropType.ABSOLUTE,
             subset_size=len(calibration),
-            advanced_quantization_parameters=self._parameters(),
+            advanced_quantization_parameters=NNCFQuantizer._parameters(),
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                max_num_iterations=self._max_iterations
+                max_num_iterations=max_iterations
             ),
         )
 

@@ -10,6 +10,7 @@ import pytest
 
 from onemodel.boundary.contract import Agreement
 from onemodel.errors import ModelLoadError
+from onemodel.model_server.accuracy_control import QuantizationTimeoutError
 from onemodel.model_server.calibration import CalibrationSet
 from onemodel.model_server.quantization import ACCURACY_AWARE, POST_TRAINING, quantize_gated
 from onemodel.model_server.verification import quantization_accepted
@@ -135,3 +136,24 @@ def test_an_nncf_failure_is_a_clear_load_error() -> None:
 
     with pytest.raises(ModelLoadError, match="NNCF post-training quantization failed: Runtime"):
         _gate(Failing(_Model(), _Model()), bar=0.9)
+
+
+def test_accuracy_control_out_of_time_refuses_with_the_post_training_figure() -> None:
+    class OutOfTime(_Quantizer):
+        def quantize_with_accuracy_control(
+            self,
+            model: Any,
+            calibration: Sequence[np.ndarray],
+            validation: Sequence[tuple[np.ndarray, int]],
+            max_drop: float,
+        ) -> Any:
+            raise QuantizationTimeoutError(
+                "accuracy-aware quantization did not finish within "
+                "MODEL_QUANTIZATION_TIMEOUT_S=5 s (stopped)"
+            )
+
+    with pytest.raises(ModelLoadError) as refused:
+        _gate(OutOfTime(_Model(flip_from=230), _Model()), bar=0.9)
+    message = refused.value.message
+    assert "only 60.0% of 10 held-out images, below MODEL_MIN_AGREEMENT=0.9" in message
+    assert "did not finish within MODEL_QUANTIZATION_TIMEOUT_S=5 s" in message
