@@ -72,6 +72,13 @@ bench-engines: $(STAMP)  ## TensorFlow vs OpenVINO per precision only (~10 min; 
 bench-protocols: $(STAMP)  ## gRPC beside HTTP at 1/8/16 clients, tiny model (~5 min): bench/results/protocols.json
 	$(PY) bench/protocols.py
 
+.PHONY: bench-startup
+bench-startup: $(STAMP)  ## warm start and kill -9 recovery, TensorFlow vs warm OpenVINO, 3 models (~10 min): bench/results/startup.json
+	cd bench && $(abspath $(PY)) -c 'import assets; assets.ensure_tiny_model(); assets.ensure_application_model("efficientnetb0")'
+	$(PY) bench/startup.py --model bench/.cache/tiny.keras --model bench/.cache/efficientnetb0.keras \
+		--model vgg16 --engine tensorflow --engine openvino --repeats 2 \
+		--cache-dir bench/.cache/model-cache --out bench/results/startup.json
+
 .PHONY: bench-pool
 bench-pool: $(STAMP)  ## one vs two model servers, kill -9 and SIGTERM under load (~5 min): bench/results/pool.json
 	$(PY) bench/pool.py
