@@ -34,7 +34,7 @@ def test_a_run_past_its_deadline_is_killed_and_refused() -> None:
     before = _job_directories()
     children_before = {child.pid for child in psutil.Process().children(recursive=True)}
     calibration = np.random.default_rng(1).uniform(0, 255, (6, 8, 8, 3)).astype(np.float32)
-    with pytest.raises(QuantizationTimeoutError, match="MODEL_QUANTIZATION_TIMEOUT_S=0.2 s"):
+    with pytest.raises(QuantizationTimeoutError, match=r"MODEL_QUANTIZATION_TIMEOUT_S=0\.2 s"):
         run_accuracy_control(
             _model(),
             calibration,
