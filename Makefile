@@ -60,7 +60,7 @@ lint: $(STAMP)  ## ruff format --check, ruff check and mypy --strict src (pinned
 dist: $(STAMP)  ## build the sdist and the wheel users install (python -m build) into dist/
 	rm -rf dist && $(PY) -m build --outdir dist .
 
-bench: $(STAMP)  ## full benchmark (~35 min): docs/benchmarks.md, bench/results/latest.*
+bench: $(STAMP)  ## full benchmark (~27 min on a calm 2-core machine): docs/benchmarks.md, bench/results/latest.*
 	$(PY) bench/run.py
 
 bench-quick: $(STAMP)  ## quick benchmark (< 4 min)
