@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,57 @@ def run_accuracy_control(
         return quantized.clone()
 
 
+def quantization_parameters() -> Any:
+    """Return NNCF's advanced parameters for every int8 quantization (both methods)."""
+    from nncf.quantization.advanced_parameters import (  # noqa: PLC0415
+        AdvancedQuantizationParameters,
+        QuantizationParameters,
+    )
+
+    # Activations per tensor: NNCF quantizes a depthwise convolution's input per
+    # channel and moves that quantizer above the NHWC/NCHW Transpose the TensorFlow
+    # frontend leaves around every convolution, onto the wrong axis; OpenVINO's CPU
+    # plugin then refuses to compile the model (EfficientNetB0: "FakeQuantize ...
+    # doesn't support non per-tensor quantization for axis: 2"). Weights stay per channel.
+    return AdvancedQuantizationParameters(
+        activations_quantization_params=QuantizationParameters(per_channel=False)
+    )
+
+
+def accuracy_control_here(
+    nncf: Any,
+    model: Any,
+    calibration: Sequence[np.ndarray],
+    validation: Sequence[tuple[np.ndarray, int]],
+    *,
+    max_drop: float,
+    max_iterations: int,
+) -> Any:
+    """Run NNCF's accuracy-aware quantization in this process (the child's part)."""
+    from nncf.quantization.advanced_parameters import (  # noqa: PLC0415
+        AdvancedAccuracyRestorerParameters,
+    )
+
+    def validate(compiled: Any, data: Any) -> tuple[float, list[float]]:
+        kept = [float(np.argmax(compiled(item)[0]) == label) for item, label in data]
+        return (sum(kept) / len(kept) if kept else 0.0), kept
+
+    return nncf.quantize_with_accuracy_control(
+        model,
+        nncf.Dataset(list(calibration)),
+        # Raw items (input, class) reach ``validate``; NNCF's own inference gets inputs.
+        nncf.Dataset(list(validation), lambda item: item[0]),
+        validate,
+        max_drop=max_drop,
+        drop_type=nncf.DropType.ABSOLUTE,
+        subset_size=len(calibration),
+        advanced_quantization_parameters=quantization_parameters(),
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            max_num_iterations=max_iterations
+        ),
+    )
+
+
 def _kill_group(child: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(child.pid, signal.SIGKILL)
@@ -126,15 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         import nncf  # noqa: PLC0415
         import openvino as ov  # noqa: PLC0415
 
-        from onemodel.model_server.quantization import NNCFQuantizer  # noqa: PLC0415
-
         job = json.loads((work / "job.json").read_text())
         calibration = np.load(work / "calibration.npy")
         labels = np.load(work / "labels.npy")
         items = [calibration[index : index + 1] for index in range(len(calibration))]
         validation = [(item, int(label)) for item, label in zip(items, labels, strict=True)]
         model = ov.Core().read_model(str(work / _MODEL))
-        quantized = NNCFQuantizer.accuracy_control_here(
+        quantized = accuracy_control_here(
             nncf,
             model,
             items,

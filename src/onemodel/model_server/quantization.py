@@ -21,6 +21,7 @@ from onemodel.boundary.contract import Agreement
 from onemodel.errors import ModelLoadError
 from onemodel.model_server.accuracy_control import (
     QuantizationTimeoutError,
+    quantization_parameters,
     run_accuracy_control,
 )
 from onemodel.model_server.calibration import CalibrationSet
@@ -174,23 +175,7 @@ class NNCFQuantizer:
             model,
             nncf.Dataset(list(calibration)),
             subset_size=len(calibration),
-            advanced_parameters=self._parameters(),
-        )
-
-    @staticmethod
-    def _parameters() -> Any:
-        from nncf.quantization.advanced_parameters import (  # noqa: PLC0415
-            AdvancedQuantizationParameters,
-            QuantizationParameters,
-        )
-
-        # Activations per tensor: NNCF quantizes a depthwise convolution's input per
-        # channel and moves that quantizer above the NHWC/NCHW Transpose the TensorFlow
-        # frontend leaves around every convolution, onto the wrong axis; OpenVINO's CPU
-        # plugin then refuses to compile the model (EfficientNetB0: "FakeQuantize ...
-        # doesn't support non per-tensor quantization for axis: 2"). Weights stay per channel.
-        return AdvancedQuantizationParameters(
-            activations_quantization_params=QuantizationParameters(per_channel=False)
+            advanced_parameters=quantization_parameters(),
         )
 
     def quantize_with_accuracy_control(
@@ -217,40 +202,6 @@ class NNCFQuantizer:
             max_drop=max_drop,
             max_iterations=self._max_iterations,
             timeout_s=self._timeout_s,
-        )
-
-    @staticmethod
-    def accuracy_control_here(
-        nncf: Any,
-        model: Any,
-        calibration: Sequence[np.ndarray],
-        validation: Sequence[tuple[np.ndarray, int]],
-        *,
-        max_drop: float,
-        max_iterations: int,
-    ) -> Any:
-        """Run NNCF's accuracy-aware quantization in this process (the child's part)."""
-        from nncf.quantization.advanced_parameters import (  # noqa: PLC0415
-            AdvancedAccuracyRestorerParameters,
-        )
-
-        def validate(compiled: Any, data: Any) -> tuple[float, list[float]]:
-            kept = [float(np.argmax(compiled(item)[0]) == label) for item, label in data]
-            return (sum(kept) / len(kept) if kept else 0.0), kept
-
-        return nncf.quantize_with_accuracy_control(
-            model,
-            nncf.Dataset(list(calibration)),
-            # Raw items (input, class) reach ``validate``; NNCF's own inference gets inputs.
-            nncf.Dataset(list(validation), lambda item: item[0]),
-            validate,
-            max_drop=max_drop,
-            drop_type=nncf.DropType.ABSOLUTE,
-            subset_size=len(calibration),
-            advanced_quantization_parameters=NNCFQuantizer._parameters(),
-            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                max_num_iterations=max_iterations
-            ),
         )
 
 
