@@ -141,25 +141,11 @@ def _load_openvino(
                     settings.model_path, settings.weights
                 )  # nothing built to say it
                 return classifier
-    reference = load_classifier(settings.replace(precision="float32"))
-    try:
-        classifier, model, agreement = _convert_and_verify(reference, settings.precision, toolkit)
-    except EngineError as error:
-        raise _Fallback(error.message, reference) from None
-    del reference
+    classifier, model = _convert_verify_store(
+        settings, settings.precision, toolkit, cache, source, key
+    )
+    del model
     if cache is not None and source is not None and key is not None:
-        metadata = CacheMetadata(
-            key=key,
-            source=source[0],
-            name=classifier.name,
-            input_size=classifier.input_size,
-            num_classes=classifier.num_classes,
-            preprocess_mode=classifier.preprocess_mode,
-            precision=classifier.precision,
-            openvino_version=toolkit.version(),
-            agreement=agreement,
-        )
-        _store(cache, metadata, toolkit, model)
         classifier = dataclasses.replace(classifier, cache="miss")
     gc.collect()  # the Keras reference and its graph are garbage now
     return classifier
@@ -288,14 +274,30 @@ def _float32_conversion(
                 logger.info("quantizing the cached float32 conversion %s", entry.xml_path.parent)
                 meta = entry.metadata
                 return _Converted(model, meta.name, meta.input_size, meta.num_classes)
+    # Stored too: float32 serving, or int8 with other calibration images, starts from it.
+    classifier, model = _convert_verify_store(settings, "float32", toolkit, cache, source, key)
+    converted = _Converted(model, classifier.name, classifier.input_size, classifier.num_classes)
+    del classifier
+    gc.collect()  # the Keras reference and its graph are garbage now
+    return converted
+
+
+def _convert_verify_store(  # noqa: PLR0917
+    settings: Settings,
+    precision: str,
+    toolkit: Toolkit,
+    cache: ModelCache | None,
+    source: tuple[str, str] | None,
+    key: str | None,
+) -> tuple[Classifier, Any]:
+    """Convert the Keras model and verify it (else _Fallback); cache it when keyed."""
     reference = load_classifier(settings.replace(precision="float32"))
     try:
-        classifier, model, agreement = _convert_and_verify(reference, "float32", toolkit)
+        classifier, model, agreement = _convert_and_verify(reference, precision, toolkit)
     except EngineError as error:
         raise _Fallback(error.message, reference) from None
     del reference
     if cache is not None and source is not None and key is not None:
-        # Stored too: float32 serving, or int8 with other calibration images, starts from it.
         metadata = CacheMetadata(
             key=key,
             source=source[0],
@@ -303,15 +305,12 @@ def _float32_conversion(
             input_size=classifier.input_size,
             num_classes=classifier.num_classes,
             preprocess_mode=classifier.preprocess_mode,
-            precision="float32",
+            precision=classifier.precision,
             openvino_version=toolkit.version(),
             agreement=agreement,
         )
         _store(cache, metadata, toolkit, model)
-    converted = _Converted(model, classifier.name, classifier.input_size, classifier.num_classes)
-    del classifier
-    gc.collect()  # the Keras reference and its graph are garbage now
-    return converted
+    return classifier, model
 
 
 def _store(cache: ModelCache, metadata: CacheMetadata, toolkit: Toolkit, model: Any) -> bool:
